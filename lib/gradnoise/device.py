@@ -1,0 +1,61 @@
+"""Where the book's tensors live, and in which precision.
+
+The device is CUDA when ``torch.cuda.is_available()`` and the CPU otherwise. The environment variable
+``GRADNOISE_DEVICE`` (``cpu``, ``cuda``, ``cuda:1``, ...) overrides the choice. Every number in the book
+is computed in ``float64`` unless a chapter asks for a lower precision on purpose.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+DTYPE = torch.float64
+"""The default floating-point type of every tensor the package makes."""
+
+ENV_VAR = "GRADNOISE_DEVICE"
+
+
+class DeviceUnavailable(RuntimeError):
+    """Raised when ``GRADNOISE_DEVICE`` names a device this machine does not have."""
+
+
+def device() -> torch.device:
+    """Return the device the book computes on.
+
+    ``GRADNOISE_DEVICE`` wins when set; otherwise CUDA if available, else CPU. Asking for CUDA on a
+    machine without it raises :class:`DeviceUnavailable` with a one-line explanation.
+    """
+    wanted = os.environ.get(ENV_VAR, "").strip()
+    if not wanted:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(wanted)
+    except RuntimeError:
+        raise DeviceUnavailable(f"{ENV_VAR}={wanted!r} is not a torch device name (try 'cpu' or 'cuda')") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailable(
+                f"{ENV_VAR}={wanted!r} asks for CUDA, but torch sees no GPU here; unset it or use 'cpu'"
+            ) from None
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceUnavailable(
+                f"{ENV_VAR}={wanted!r}: only {torch.cuda.device_count()} CUDA device(s) visible"
+            ) from None
+    elif dev.type != "cpu":
+        raise DeviceUnavailable(f"{ENV_VAR}={wanted!r}: only 'cpu' and 'cuda[:i]' are supported") from None
+    return dev
+
+
+def describe() -> str:
+    """One line naming the device, its hardware when it is a GPU, the precision and torch's version."""
+    dev = device()
+    where = str(dev)
+    if dev.type == "cuda":
+        where += f" ({torch.cuda.get_device_name(dev)})"
+    return f"device: {where}; dtype: {str(DTYPE).replace('torch.', '')}; torch {torch.__version__}"
+
+
+def as_tensor(x, dtype: torch.dtype = DTYPE) -> torch.Tensor:
+    """``x`` as a tensor on the book's device, in ``dtype`` (float64 unless told otherwise)."""
+    return torch.as_tensor(x, dtype=dtype, device=device())

@@ -1,0 +1,101 @@
+r"""The model the chapters measure: a fixed matrix ``G`` and per-token gradient noise.
+
+A per-token gradient is :math:`g_i = G + \delta_i` with i.i.d. :math:`\delta_i`, mean zero and
+independent entries of variance ``var`` (covariance ``var * I`` on the ``m*n`` entries). Two laws:
+``"gaussian"`` and ``"rademacher"`` (entries :math:`\pm\sqrt{\mathrm{var}}`, to show a result does not
+hinge on Gaussianity). Every sampler takes a ``torch.Generator`` and returns tensors shaped
+``(trials, blocks, m, n)`` on the generator's device.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import checks
+from .device import DTYPE
+
+LAWS = ("gaussian", "rademacher")
+
+
+def random_orthogonal(n: int, generator: torch.Generator, dtype: torch.dtype = DTYPE) -> torch.Tensor:
+    """A Haar-distributed ``n x n`` orthogonal matrix (QR of a Gaussian matrix, signs fixed)."""
+    checks.positive_int(n, "n")
+    Z = torch.randn(n, n, generator=generator, dtype=dtype, device=generator.device)
+    Q, R = torch.linalg.qr(Z)
+    return Q * torch.sign(torch.diagonal(R)).unsqueeze(-2)
+
+
+def with_singular_values(s, m: int, n: int, generator: torch.Generator, dtype: torch.dtype = DTYPE) -> torch.Tensor:
+    r"""A random ``m x n`` matrix :math:`U\,\mathrm{diag}(s)\,V^\top` with Haar-random ``U``, ``V``.
+
+    ``s`` is a sequence of ``min(m, n)`` non-negative singular values (zeros make it rank-deficient).
+    """
+    checks.positive_int(m, "m")
+    checks.positive_int(n, "n")
+    s = torch.as_tensor(s, dtype=dtype, device=generator.device)
+    if s.ndim != 1 or s.numel() != min(m, n):
+        raise ValueError(f"s must hold min(m, n) = {min(m, n)} singular values, got shape {tuple(s.shape)}")
+    if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):
+        raise ValueError("s must be finite and non-negative")
+    U = random_orthogonal(m, generator, dtype)[:, : s.numel()]
+    V = random_orthogonal(n, generator, dtype)[:, : s.numel()]
+    return (U * s) @ V.T
+
+
+def token_noise(shape, var: float, generator: torch.Generator, law: str = "gaussian", dtype: torch.dtype = DTYPE) -> torch.Tensor:
+    """I.i.d. per-token noise of the given shape: mean 0, entry variance ``var``."""
+    if not float(var) > 0:
+        raise ValueError(f"var must be positive, got {var!r}")
+    if law not in LAWS:
+        raise ValueError(f"law must be one of {LAWS}, got {law!r}")
+    if law == "gaussian":
+        z = torch.randn(*shape, generator=generator, dtype=dtype, device=generator.device)
+    else:
+        z = torch.randint(0, 2, tuple(shape), generator=generator, device=generator.device).to(dtype) * 2 - 1
+    return z * math.sqrt(var)
+
+
+def token_gradients(G: torch.Tensor, var: float, generator: torch.Generator, trials: int, tokens: int, law: str = "gaussian") -> torch.Tensor:
+    """Per-token gradients ``G + delta_i``, shape ``(trials, tokens, m, n)``."""
+    checks.matrix(G, "G")
+    checks.positive_int(trials, "trials")
+    checks.positive_int(tokens, "tokens")
+    return G + token_noise((trials, tokens, *G.shape[-2:]), var, generator, law, G.dtype)
+
+
+def block_means(G: torch.Tensor, var: float, generator: torch.Generator, trials: int, blocks: int, tokens: int, law: str = "gaussian") -> torch.Tensor:
+    r"""Means of ``blocks`` disjoint micro-batches of ``tokens`` per-token gradients each.
+
+    Shape ``(trials, blocks, m, n)``. For Gaussian tokens the mean of ``tokens`` draws is sampled
+    directly from its exact law :math:`N(G, \mathrm{var}/\mathrm{tokens})`, so large batches cost
+    nothing extra; for other laws the tokens are drawn and averaged.
+    """
+    checks.matrix(G, "G")
+    checks.positive_int(trials, "trials")
+    checks.positive_int(blocks, "blocks")
+    checks.positive_int(tokens, "tokens")
+    shape = (trials, blocks, *G.shape[-2:])
+    if law == "gaussian":
+        return G + token_noise(shape, var / tokens, generator, law, G.dtype)
+    noise = token_noise((trials, blocks, tokens, *G.shape[-2:]), var, generator, law, G.dtype)
+    return G + noise.mean(dim=2)
+
+
+def ar1_steps(innovations: torch.Tensor, rho: float, dim: int = -3) -> torch.Tensor:
+    r"""Stationary AR(1) sequence along ``dim`` from i.i.d. innovations of the same variance.
+
+    :math:`x_0 = z_0`, :math:`x_t = \rho x_{t-1} + \sqrt{1-\rho^2}\,z_t`, so every :math:`x_t` has the
+    variance of :math:`z` and :math:`\mathrm{Cov}(x_t, x_{t-h}) = \rho^{h}\,\mathrm{Var}(z)`. Computed as
+    one matrix product with the lower-triangular kernel (no loop over steps).
+    """
+    checks.matrix(innovations, "innovations", min_ndim=1)
+    if not (-1.0 < float(rho) < 1.0):
+        raise ValueError(f"rho must lie in (-1, 1), got {rho!r}")
+    z = innovations.movedim(dim, -1)
+    t = z.shape[-1]
+    idx = torch.arange(t, device=z.device)
+    lag = (idx.unsqueeze(1) - idx.unsqueeze(0)).to(z.dtype)
+    K = torch.where(lag >= 0, float(rho) ** lag.clamp_min(0), torch.zeros_like(lag))
+    K[:, 1:] *= math.sqrt(1 - float(rho) ** 2)
+    return (z @ K.T).movedim(-1, dim)

@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+import gradnoise as gn
+from gradnoise import device, seeds
+
+
+def test_default_device_follows_cuda_availability(monkeypatch):
+    monkeypatch.delenv("GRADNOISE_DEVICE", raising=False)
+    assert device.device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_env_override_cpu(monkeypatch):
+    monkeypatch.setenv("GRADNOISE_DEVICE", "cpu")
+    assert device.device() == torch.device("cpu")
+    assert "device: cpu" in gn.describe() and "float64" in gn.describe()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_missing_cuda_is_a_one_line_error(monkeypatch):
+    monkeypatch.setenv("GRADNOISE_DEVICE", "cuda")
+    with pytest.raises(device.DeviceUnavailable) as info:
+        device.device()
+    assert "\n" not in str(info.value) and "GRADNOISE_DEVICE" in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+@pytest.mark.parametrize("name", ["tpu", "not a device"])
+def test_unknown_device_names(monkeypatch, name):
+    monkeypatch.setenv("GRADNOISE_DEVICE", name)
+    with pytest.raises(device.DeviceUnavailable):
+        device.device()
+
+
+def test_as_tensor_is_float64_on_device(monkeypatch):
+    monkeypatch.setenv("GRADNOISE_DEVICE", "cpu")
+    x = device.as_tensor([1, 2])
+    assert x.dtype == torch.float64 and x.device.type == "cpu"
+
+
+def test_generators_are_reproducible_and_label_dependent(monkeypatch):
+    monkeypatch.delenv("GRADNOISE_SEED", raising=False)
+    draw = lambda label: torch.rand(3, generator=seeds.generator(label, "cpu"))
+    assert torch.equal(draw("a"), draw("a"))
+    assert not torch.equal(draw("a"), draw("b"))
+
+
+def test_base_seed_override_changes_every_stream(monkeypatch):
+    monkeypatch.setenv("GRADNOISE_SEED", "0")
+    s0 = seeds.seed_for("chapter")
+    monkeypatch.setenv("GRADNOISE_SEED", "1")
+    assert seeds.base_seed() == 1 and seeds.seed_for("chapter") != s0
+    assert 0 <= seeds.seed_for("chapter") < 2**63
+
+
+def test_bad_seed_and_label(monkeypatch):
+    monkeypatch.setenv("GRADNOISE_SEED", "abc")
+    with pytest.raises(ValueError, match="GRADNOISE_SEED"):
+        seeds.base_seed()
+    monkeypatch.delenv("GRADNOISE_SEED")
+    with pytest.raises(ValueError, match="label"):
+        seeds.seed_for("")

@@ -1,0 +1,47 @@
+import math
+
+import pytest
+import torch
+
+from gradnoise import stats
+
+f64 = torch.float64
+
+
+def test_mean_stderr():
+    x = torch.tensor([[1.0, 2.0], [3.0, 6.0]], dtype=f64)
+    m, se = stats.mean_stderr(x)
+    assert torch.allclose(m, torch.tensor([2.0, 4.0], dtype=f64))
+    assert torch.allclose(se, x.std(0) / math.sqrt(2))
+    with pytest.raises(ValueError, match="at least 2 trials"):
+        stats.mean_stderr(x[:1])
+
+
+def test_total_variance_is_unbiased_with_correct_stderr():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(500, 2000, 3, generator=gen, dtype=f64) * torch.tensor([1.0, 2.0, 3.0], dtype=f64)
+    est = torch.stack([stats.total_variance(x[i])[0] for i in range(200)])
+    se = stats.total_variance(x[0])[1]
+    m, m_se = stats.mean_stderr(est)
+    stats.assert_agrees(m, m_se, 14.0)                       # 1 + 4 + 9
+    assert abs(est.std().item() / se.item() - 1) < 0.2        # the stderr matches the spread
+
+
+def test_assert_agrees_and_rejects():
+    est = torch.tensor([1.0, 2.0], dtype=f64)
+    se = torch.tensor([0.1, 0.1], dtype=f64)
+    assert stats.assert_agrees(est, se, torch.tensor([1.05, 2.0], dtype=f64)) == pytest.approx(0.5)
+    with pytest.raises(AssertionError, match="z = \\+6.00 at entry 1"):
+        stats.assert_agrees(est, se, torch.tensor([1.0, 1.4], dtype=f64), what="thing")
+    assert stats.assert_rejects(est, se, 0.0) == pytest.approx(20.0)
+    with pytest.raises(AssertionError, match="does not reject"):
+        stats.assert_rejects(est, se, torch.tensor([1.0, 2.5], dtype=f64), z=10)
+
+
+def test_z_scores_bad_input():
+    with pytest.raises(ValueError, match="stderr must be positive"):
+        stats.z_scores(1.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="finite"):
+        stats.z_scores(float("nan"), 1.0, 1.0)
+    with pytest.raises(ValueError, match="broadcast"):
+        stats.z_scores(torch.ones(2), torch.ones(3), 0.0)
