@@ -1,6 +1,7 @@
 # Two commands for a fresh machine (see README.md):
 #   make book   build the website into _build/html (executes every chapter)
-#   make test   unit tests of gradnoise + every chapter of _toc.yml as an nbval test
+#   make test   builds the site, then one pytest run: unit tests of gradnoise, every chapter of _toc.yml
+#               as an nbval test, and the real-browser test of the built site (headless Chromium)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -25,12 +26,13 @@ book: $(STAMP)
 	fi; \
 	$(BIN)/jupyter-book build . -n -W --keep-going && echo "$$h" > _build/.lib-hash
 
-test: $(STAMP)
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --durations=0 tests
+test: book
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --durations=15 tests
 
-# Every chapter under base seeds 1..5 (slow; not part of CI).
+# Every chapter (and unit test) under base seeds 1..5 (slow; not part of CI).
 test-seeds: $(STAMP)
-	for s in 1 2 3 4 5; do GRADNOISE_SEED=$$s $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env tests/_notebooks || exit 1; done
+	for s in 1 2 3 4 5; do echo "== GRADNOISE_SEED=$$s"; \
+		GRADNOISE_SEED=$$s $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env tests --ignore=tests/test_site.py || exit 1; done
 
 clean:
 	rm -rf _build tests/_notebooks

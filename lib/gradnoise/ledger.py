@@ -1,0 +1,118 @@
+"""The book's claim ledger: the claims catalogue joined with the chapters' front matter.
+
+``claims.yml`` (at the book's root) carries every claim of the research notes with its stable ID. Each
+chapter declares in its YAML front matter the claims it covers and their verdicts, and, for a verdict
+other than ``holds``, a one-line corrected or conditioned statement::
+
+    claims:
+      000-C7: conditional
+    verdict_notes:
+      000-C7: "R has bias O(1/k^2); Var R = sigma_L^2/k = 2 Var g_2k only if g_k's tokens are nested in g_2k's."
+
+:func:`ledger` validates all of it and returns one row per catalogued claim.
+"""
+from __future__ import annotations
+
+import pathlib
+import re
+from dataclasses import dataclass
+
+import yaml
+
+VERDICTS = ("holds", "conditional", "wrong")
+ID_PATTERN = re.compile(r"^\d{3}-[A-Z]\d+$")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the ledger: a catalogued claim and, if covered, its chapter and verdict."""
+
+    id: str
+    note: str
+    statement: str
+    verdict: str | None = None
+    verdict_note: str | None = None
+    chapter: str | None = None  # docname, e.g. "chapters/richardson"
+    title: str | None = None
+
+
+def front_matter(path: pathlib.Path) -> dict:
+    """The YAML front matter of a Markdown file (``{}`` if it has none)."""
+    text = pathlib.Path(path).read_text(encoding="utf-8")
+    if not text.startswith("---"):
+        return {}
+    end = text.find("\n---", 3)
+    if end < 0:
+        raise ValueError(f"{path}: front matter is not closed by '---'")
+    data = yaml.safe_load(text[3:end]) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: front matter must be a mapping")
+    return data
+
+
+def title_of(path: pathlib.Path) -> str:
+    """The first level-1 heading of a Markdown file."""
+    for line in pathlib.Path(path).read_text(encoding="utf-8").splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return pathlib.Path(path).stem
+
+
+def catalogue(path: pathlib.Path) -> list[dict]:
+    """The claims of ``claims.yml``: dicts with ``id``, ``note`` and ``statement``."""
+    data = yaml.safe_load(pathlib.Path(path).read_text(encoding="utf-8"))
+    claims = data.get("claims") if isinstance(data, dict) else None
+    if not claims:
+        raise ValueError(f"{path}: no 'claims' list")
+    seen = set()
+    for c in claims:
+        if not ID_PATTERN.match(str(c.get("id", ""))):
+            raise ValueError(f"{path}: malformed claim ID {c.get('id')!r}")
+        if c["id"] in seen:
+            raise ValueError(f"{path}: claim {c['id']} listed twice")
+        seen.add(c["id"])
+    return claims
+
+
+def coverage(chapters: dict[str, pathlib.Path], known_ids) -> dict[str, tuple[str, str, str | None]]:
+    """Map claim ID -> (docname, verdict, verdict note) from the chapters' front matter.
+
+    ``chapters`` maps docnames to files. Raises ``ValueError`` for an unknown ID, a verdict other than
+    holds / conditional / wrong, an ID covered by two chapters, a missing verdict note for a verdict
+    other than ``holds``, or a verdict note for an ID the chapter does not cover.
+    """
+    known = set(known_ids)
+    owner: dict[str, tuple[str, str, str | None]] = {}
+    for docname, path in chapters.items():
+        meta = front_matter(path)
+        claims = meta.get("claims") or {}
+        notes = meta.get("verdict_notes") or {}
+        if not isinstance(claims, dict) or not isinstance(notes, dict):
+            raise ValueError(f"{docname}: 'claims' and 'verdict_notes' must be mappings")
+        for cid in notes:
+            if cid not in claims:
+                raise ValueError(f"{docname}: verdict_notes names {cid}, which the chapter does not claim")
+        for cid, verdict in claims.items():
+            if cid not in known:
+                raise ValueError(f"{docname}: claim {cid} is not in the catalogue")
+            if verdict not in VERDICTS:
+                raise ValueError(f"{docname}: claim {cid} has verdict {verdict!r}; use one of {', '.join(VERDICTS)}")
+            if cid in owner:
+                raise ValueError(f"claim {cid} is covered twice: by {owner[cid][0]} and by {docname}")
+            note = notes.get(cid)
+            if verdict != "holds" and not note:
+                raise ValueError(f"{docname}: claim {cid} is {verdict} but has no one-line verdict_notes entry")
+            owner[cid] = (docname, verdict, note)
+    return owner
+
+
+def ledger(catalogue_path: pathlib.Path, chapters: dict[str, pathlib.Path]) -> list[Row]:
+    """One :class:`Row` per catalogued claim, in catalogue order, joined with the chapters' verdicts."""
+    claims = catalogue(catalogue_path)
+    owner = coverage(chapters, [c["id"] for c in claims])
+    rows = []
+    for c in claims:
+        docname, verdict, note = owner.get(c["id"], (None, None, None))
+        title = title_of(chapters[docname]) if docname else None
+        rows.append(Row(c["id"], str(c["note"]), c["statement"], verdict, note, docname, title))
+    return rows
