@@ -141,3 +141,16 @@ def test_isotropic_bias_matches_second_difference(gen, shape):
     assert math.isclose(sL2.item(), -2 * (O * b).sum().item(), rel_tol=1e-10)
     with pytest.raises(ValueError, match="var"):
         ortho.polar_bias_isotropic(G, 0.0)
+
+
+def test_polar_second_order_tensor(gen):
+    G, O = exact(3, 4, [1.2, 0.9, 0.5], gen)
+    B = ortho.polar_second_order(G)
+    assert B.shape == (12, 12, 12) and torch.allclose(B, B.transpose(1, 2), atol=1e-7)
+    assert torch.allclose(0.3 * torch.einsum("rpp->r", B).reshape(3, 4), ortho.polar_bias_isotropic(G, 0.3), atol=1e-7)
+    E = 1e-3 * torch.randn(3, 4, generator=gen, dtype=f64)
+    second = ortho.polar_factor(G + E, method="svd") - O - ortho.polar_derivative(G, E)
+    quad = torch.einsum("rpq,p,q->r", B, E.flatten(), E.flatten()).reshape(3, 4)
+    assert (second - quad).abs().max() < 0.02 * quad.abs().max()  # what is left is third order
+    with pytest.raises(ValueError, match="single matrix"):
+        ortho.polar_second_order(G.expand(2, 3, 4))

@@ -132,3 +132,32 @@ def test_jackknife_is_zero_for_linear_maps_and_removes_quadratic_bias(gen):
         estimators.jackknife_bias(micro[:, :1])
     with pytest.raises(ValueError, match="NaN or inf"):
         estimators.jackknife_bias(micro * float("nan"))
+
+
+def test_random_orthogonal_batched(gen):
+    Q = sampling.random_orthogonal(4, gen, batch=(3, 2))
+    assert Q.shape == (3, 2, 4, 4)
+    assert torch.allclose(Q @ Q.mT, torch.eye(4, dtype=f64).expand(3, 2, 4, 4), atol=1e-12)
+
+
+def test_ema_by_horizon_matches_ema(gen):
+    steps = torch.randn(5, 9, 2, 3, generator=gen, dtype=f64)
+    by_t = estimators.ema_by_horizon(steps, 0.8, 6)
+    assert by_t.shape == (5, 6, 2, 3)
+    for t in (1, 4, 6):
+        assert torch.allclose(by_t[:, t - 1], estimators.ema(steps[:, -t:], 0.8), atol=1e-14)
+    with pytest.raises(ValueError, match="exceeds"):
+        estimators.ema_by_horizon(steps, 0.8, 10)
+
+
+def test_ema_noise_factor():
+    g = 0.7
+    assert estimators.ema_noise_factor(g, 1) == pytest.approx((1 - g) ** 2)
+    assert estimators.ema_noise_factor(g, 400) == pytest.approx((1 - g) / (1 + g), rel=1e-12)
+    assert estimators.ema_noise_factor(g, 400, 0.5) == pytest.approx((1 - g) / (1 + g) * 1.35 / 0.65, rel=1e-12)
+    gen = torch.Generator().manual_seed(3)
+    noise = sampling.ar1_steps(torch.randn(40_000, 12, 1, 2, generator=gen, dtype=f64), 0.5, dim=1)
+    v, se = stats.total_variance(estimators.ema(noise, g))
+    stats.assert_agrees(v, se, 2 * estimators.ema_noise_factor(g, 12, 0.5))
+    with pytest.raises(ValueError, match="rho"):
+        estimators.ema_noise_factor(g, 3, 1.0)

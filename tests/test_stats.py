@@ -45,3 +45,14 @@ def test_z_scores_bad_input():
         stats.z_scores(float("nan"), 1.0, 1.0)
     with pytest.raises(ValueError, match="broadcast"):
         stats.z_scores(torch.ones(2), torch.ones(3), 0.0)
+
+
+def test_difference_and_loglog_slope():
+    d, se = stats.difference(3.0, 0.3, 1.0, 0.4)
+    assert d.item() == 2.0 and se.item() == pytest.approx(0.5)
+    x = torch.logspace(0, 4, 9, dtype=f64)
+    assert stats.loglog_slope(x, 7 * x**2) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="positive"):
+        stats.loglog_slope(x, -x)
+    with pytest.raises(ValueError, match="equal length"):
+        stats.loglog_slope(x, x[:3])

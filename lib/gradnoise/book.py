@@ -6,6 +6,7 @@ Enabled in ``_config.yml`` under ``sphinx: extra_extensions: [gradnoise.book]``.
   declares, the one-line corrected or conditioned statement, and a link — generated at build time from
   the catalogue and the chapters' front matter (see :mod:`gradnoise.ledger`);
 - ``{build-info}``: the versions of the tools and the device the build computed on;
+- the executed notebook of every chapter in the page's download menu (``.ipynb`` beside ``.md``);
 - a clean-up of a script that sphinx-thebe registers once per read and Sphinx then writes twice into
   every page (a ``const`` declared twice is a console error).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import pathlib
+import shutil
 from collections import Counter
 
 from docutils import nodes
@@ -158,10 +160,28 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
     scripts[:] = unique
 
 
+def _offer_notebook_download(app, pagename, templatename, context, doctree):
+    """Put the executed notebook of a MyST chapter beside its source, for the download button.
+
+    sphinx-book-theme offers ``.ipynb`` only when a launch service (Binder, ...) is configured; the book
+    has none, so this does the same copy itself (before the theme builds its buttons, priority 501).
+    """
+    if not context.get("sourcename", "").endswith((".md", ".md.txt")) or context.get("ipynb_source"):
+        return
+    executed = pathlib.Path(app.outdir).parent / "jupyter_execute" / f"{pagename}.ipynb"
+    if not executed.exists():
+        return
+    target = pathlib.Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(executed, target)
+    context["ipynb_source"] = f"{pagename}.ipynb"
+
+
 def setup(app):
     app.add_directive("claims-ledger", ClaimsLedger)
     app.add_directive("build-info", BuildInfo)
     app.connect("html-page-context", _dedupe_scripts)
+    app.connect("html-page-context", _offer_notebook_download, priority=450)
     # Chapter titles with mathematics appear in the navigation of every page, so every page needs
     # MathJax (Sphinx loads it only on pages whose body holds an equation).
     app.set_html_assets_policy("always")

@@ -68,6 +68,37 @@ def ema(steps: torch.Tensor, gamma: float) -> torch.Tensor:
     return torch.einsum("t,...tmn->...mn", w, steps)
 
 
+def ema_by_horizon(steps: torch.Tensor, gamma: float, horizons: int) -> torch.Tensor:
+    r"""EMAs over the last ``1, 2, ..., horizons`` steps at once, shape ``(..., horizons, m, n)``.
+
+    Entry ``t-1`` is :math:`\sum_{j<t}\alpha_j x_{T-1-j}` (``steps`` oldest first, ``T`` steps): the
+    EMA started from zero ``t`` steps ago. A cumulative sum of the weighted steps, newest first.
+    """
+    checks.matrix(steps, "steps", min_ndim=3)
+    checks.positive_int(horizons, "horizons")
+    if horizons > steps.shape[-3]:
+        raise ValueError(f"horizons = {horizons} exceeds the {steps.shape[-3]} steps given")
+    w = ema_weights(gamma, horizons, dtype=steps.dtype, device=steps.device)
+    newest_first = steps.flip(-3)[..., :horizons, :, :]
+    return (w[:, None, None] * newest_first).cumsum(dim=-3)
+
+
+def ema_noise_factor(gamma: float, horizon: int, rho: float = 0.0) -> float:
+    r"""Exact :math:`\mathrm{tr}\,\mathrm{Cov}(E_M)/\mathrm{tr}(\Sigma/k)` of a ``horizon``-step EMA of step noises.
+
+    The step noises have covariance :math:`\Sigma/k` each and lag-``h`` correlation :math:`\rho^h`
+    (stationary AR(1); ``rho = 0``: independent steps). Returns :math:`w^\top C w` with the EMA weights
+    ``w`` and :math:`C_{ij} = \rho^{|i-j|}`: a finite sum, no limit taken.
+    """
+    checks.positive_int(horizon, "horizon")
+    if not (-1.0 < float(rho) < 1.0):
+        raise ValueError(f"rho must lie in (-1, 1), got {rho!r}")
+    w = ema_weights(gamma, horizon)
+    idx = torch.arange(horizon)
+    lag = (idx.unsqueeze(0) - idx.unsqueeze(1)).abs().to(w.dtype)
+    return (w @ (float(rho) ** lag) @ w).item()
+
+
 def richardson(g_2k: torch.Tensor, g_k: torch.Tensor) -> torch.Tensor:
     r"""Richardson extrapolation :math:`R = 2g_{2k} - g_k`: cancels a :math:`b/k` bias term."""
     checks.matrix(g_2k, "g_2k")

@@ -170,6 +170,28 @@ def polar_derivative(G: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
     return out.mT if transposed else out
 
 
+def polar_second_order(G: torch.Tensor, h: float = 1e-4) -> torch.Tensor:
+    r"""The second-order term of :math:`\mathrm{Ortho}(G + E)` as a tensor ``B`` of shape ``(d, d, d)``, ``d = m n``.
+
+    :math:`Q_2(E)_r = \sum_{p,q} B_{rpq} E_p E_q` (entries of ``E`` and of the result flattened in row-major
+    order), so that :math:`\mathrm{Ortho}(G+E) = \mathrm{Ortho}(G) + L_1(E) + Q_2(E) + O(\|E\|^3)`.
+    Computed by central differences of :func:`polar_derivative` with step ``h`` (accurate to about
+    ``h**2``); ``B`` is symmetric in its last two indices. For noise with covariance ``C`` on the entries,
+    :math:`\mathbb E\,Q_2(E) = \sum_{pq} B_{\cdot pq} C_{pq}`: with ``C = var * I`` this is
+    :func:`polar_bias_isotropic`. A single matrix ``G`` (no batch).
+    """
+    checks.matrix(G, "G")
+    if G.ndim != 2:
+        raise ValueError(f"G must be a single matrix, got shape {tuple(G.shape)}")
+    if not float(h) > 0:
+        raise ValueError(f"h must be positive, got {h!r}")
+    d = G.numel()
+    basis = torch.eye(d, dtype=G.dtype, device=G.device).reshape(d, *G.shape)
+    step, direction = basis[None, :], basis[:, None].expand(d, d, *G.shape)  # [p, q]: L_1 along e_p, moved along e_q
+    D = (polar_derivative(G + h * step, direction) - polar_derivative(G - h * step, direction)) / (4 * h)
+    return D.reshape(d, d, d).permute(2, 0, 1)
+
+
 def _isotropic_terms(G: torch.Tensor, var: float):
     checks.matrix(G, "G")
     if not float(var) > 0:

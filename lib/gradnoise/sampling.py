@@ -18,12 +18,12 @@ from .device import DTYPE
 LAWS = ("gaussian", "rademacher")
 
 
-def random_orthogonal(n: int, generator: torch.Generator, dtype: torch.dtype = DTYPE) -> torch.Tensor:
-    """A Haar-distributed ``n x n`` orthogonal matrix (QR of a Gaussian matrix, signs fixed)."""
+def random_orthogonal(n: int, generator: torch.Generator, dtype: torch.dtype = DTYPE, batch: tuple = ()) -> torch.Tensor:
+    """Haar-distributed ``n x n`` orthogonal matrices, shape ``(*batch, n, n)`` (QR of Gaussians, signs fixed)."""
     checks.positive_int(n, "n")
-    Z = torch.randn(n, n, generator=generator, dtype=dtype, device=generator.device)
+    Z = torch.randn(*batch, n, n, generator=generator, dtype=dtype, device=generator.device)
     Q, R = torch.linalg.qr(Z)
-    return Q * torch.sign(torch.diagonal(R)).unsqueeze(-2)
+    return Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
 
 
 def with_singular_values(s, m: int, n: int, generator: torch.Generator, dtype: torch.dtype = DTYPE) -> torch.Tensor:

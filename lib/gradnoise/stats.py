@@ -38,6 +38,23 @@ def total_variance(x: torch.Tensor, dim: int = 0):
     return d.sum() / (n - 1), d.std(correction=1) * n**0.5 / (n - 1)
 
 
+def difference(a, se_a, b, se_b):
+    """The difference ``a - b`` of two independent estimates and its standard error (added in quadrature)."""
+    a, se_a, b, se_b = (torch.as_tensor(x, dtype=torch.float64) for x in (a, se_a, b, se_b))
+    return a - b, torch.sqrt(se_a**2 + se_b**2)
+
+
+def loglog_slope(x, y) -> float:
+    """Least-squares slope of ``log10 y`` against ``log10 x`` (positive 1-D tensors of equal length)."""
+    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    if x.ndim != 1 or x.shape != y.shape or x.numel() < 2:
+        raise ValueError(f"x and y must be 1-D of equal length >= 2, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if not bool((x > 0).all() and (y > 0).all()):
+        raise ValueError("x and y must be positive")
+    lx, ly = x.log10(), y.log10()
+    return (((lx - lx.mean()) * (ly - ly.mean())).sum() / ((lx - lx.mean()) ** 2).sum()).item()
+
+
 def z_scores(estimate, stderr, predicted) -> torch.Tensor:
     """Element-wise ``(estimate - predicted) / stderr`` as a float64 tensor."""
     est = torch.as_tensor(estimate, dtype=torch.float64)
