@@ -161,3 +161,18 @@ def test_ema_noise_factor():
     stats.assert_agrees(v, se, 2 * estimators.ema_noise_factor(g, 12, 0.5))
     with pytest.raises(ValueError, match="rho"):
         estimators.ema_noise_factor(g, 3, 1.0)
+
+
+def test_argument_checks_name_the_argument():
+    from gradnoise import checks
+    x = torch.ones(2, 2, dtype=f64)
+    assert checks.matrix(x, "A") is x
+    with pytest.raises(ValueError, match="^A is empty"):
+        checks.matrix(torch.ones(0, 2, dtype=f64), "A")
+    with pytest.raises(ValueError, match="^a has shape"):
+        checks.same_shape(x, x[:1], "a", "b")
+    for bad in (0, 2.5, True, "3"):
+        with pytest.raises(ValueError, match="^trials must be an integer"):
+            checks.positive_int(bad, "trials")
+    assert checks.decay(0) == 0.0
+    assert estimators.identity(x) is x
