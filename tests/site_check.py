@@ -289,13 +289,21 @@ def _requested_urls(performance_log: list[dict]) -> list[str]:
 
 
 def screenshot(driver, path: pathlib.Path) -> None:
-    """A PNG of the whole page (height capped at 16,000 CSS pixels)."""
+    """A PNG of the whole page (height capped at 16,000 CSS pixels).
+
+    The viewport is resized to the page's full height for the capture (and restored), so the page is
+    laid out exactly as a reader sees it; a clipped capture beyond the viewport can shift the layout.
+    """
     metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
     size = metrics.get("cssContentSize") or metrics["contentSize"]
-    clip = {"x": 0, "y": 0, "scale": 1,
-            "width": math.ceil(size["width"]), "height": min(math.ceil(size["height"]), 16000)}
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot",
-                                  {"format": "png", "captureBeyondViewport": True, "clip": clip})
+    view = metrics.get("cssLayoutViewport") or metrics["layoutViewport"]
+    width, height = math.ceil(view["clientWidth"]), min(math.ceil(size["height"]), 16000)
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(base64.b64decode(shot["data"]))
 
