@@ -227,3 +227,134 @@ def polar_linear_variance_isotropic(G: torch.Tensor, var: float) -> torch.Tensor
     """
     _, beta, _, _ = _isotropic_terms(G, var)
     return -2.0 * beta.sum(-1)
+
+
+def _wide_frame(G: torch.Tensor):
+    """``(U, s, V_full, transposed)`` of a full-rank ``G`` made wide (``m <= n``), for the expansions below."""
+    return _rotated_frame(G)
+
+
+def _expansion_terms(U, s, V, E: torch.Tensor):
+    r"""``(L_1, Q_2)`` in the rotated frame for perturbations ``E`` already made wide, batched over ``E``.
+
+    With :math:`U^\top E V = [X\ Y]`, :math:`A(t) = [S + tX,\ tY]` and
+    :math:`M(t) = AA^\top = S^2 + tK_1 + t^2K_2`, :math:`K_1 = SX^\top + XS`, :math:`K_2 = XX^\top + YY^\top`,
+    the Daleckii–Krein expansion of :math:`f(M) = M^{-1/2}` around the diagonal :math:`S^2` gives
+    :math:`f(M) = S^{-1} + t\,F_1\circ K_1 + t^2\,[F_1\circ K_2 + \sum_k F_{2,ikj}K_{1,ik}K_{1,kj}]`, with the
+    divided differences :math:`F_{1,ij} = -1/(s_is_j(s_i+s_j))` and
+    :math:`F_{2,ikj} = (s_i+s_j+s_k)/(s_is_js_k(s_i+s_j)(s_i+s_k)(s_j+s_k))`; then
+    :math:`\mathrm{Ortho}(A) = f(M)A`.
+    """
+    m = s.shape[-1]
+    R = U.mT @ E @ V
+    X, Y = R[..., :m], R[..., m:]
+    S = torch.diag_embed(s)
+    si, sj = s.unsqueeze(-1), s.unsqueeze(-2)
+    F1 = -1.0 / (si * sj * (si + sj))
+    a, b, c = s[..., :, None, None], s[..., None, :, None], s[..., None, None, :]  # i, k, j
+    F2 = (a + b + c) / (a * b * c * (a + c) * (a + b) * (b + c))
+    K1 = S @ X.mT + X @ S
+    K2 = X @ X.mT + Y @ Y.mT
+    T2 = torch.einsum("...ikj,...ik,...kj->...ij", F2, K1, K1)
+    A0 = torch.cat([S, S.new_zeros(*S.shape[:-1], Y.shape[-1])], dim=-1)  # [S 0], the frame's G
+    D1 = F1 * K1
+    L1 = D1 @ A0 + R / s.unsqueeze(-1)
+    Q2 = (F1 * K2 + T2) @ A0 + D1 @ R
+    return L1, Q2
+
+
+def _back(U, V, X, transposed):
+    out = U @ X @ V.mT
+    return out.mT if transposed else out
+
+
+def polar_expansion(G: torch.Tensor, E: torch.Tensor):
+    r"""The first- and second-order terms :math:`(L_1(E), Q_2(E))` of :math:`\mathrm{Ortho}(G + E)`, exactly.
+
+    :math:`\mathrm{Ortho}(G + tE) = \mathrm{Ortho}(G) + t\,L_1(E) + t^2\,Q_2(E) + O(t^3)`. ``G`` is one
+    full-rank ``m x n`` matrix (any shape); ``E`` is ``(..., m, n)``, batched. Closed form in the singular
+    frame of ``G`` (Daleckii–Krein divided differences of :math:`x^{-1/2}`; see ``_expansion_terms``),
+    checked in the unit tests against :func:`polar_derivative` and finite differences of
+    :func:`polar_factor`.
+    """
+    checks.matrix(G, "G")
+    checks.matrix(E, "E")
+    if G.ndim != 2:
+        raise ValueError(f"G must be a single matrix, got shape {tuple(G.shape)}")
+    _same_kind(G, E, "G", "E")
+    U, s, V, transposed = _wide_frame(G)
+    D = E.mT if transposed else E
+    L1, Q2 = _expansion_terms(U, s, V, D)
+    return _back(U, V, L1, transposed), _back(U, V, Q2, transposed)
+
+
+def _factors(G: torch.Tensor, cov, factors) -> torch.Tensor:
+    if (cov is None) == (factors is None):
+        raise ValueError("give exactly one of cov (an mn x mn covariance) and factors (K x m x n)")
+    m, n = G.shape[-2:]
+    if factors is not None:
+        checks.matrix(factors, "factors", min_ndim=3)
+        if factors.ndim != 3 or factors.shape[-2:] != (m, n):
+            raise ValueError(f"factors must have shape (K, {m}, {n}), got {tuple(factors.shape)}")
+        _same_kind(G, factors, "G", "factors")
+        return factors
+    checks.matrix(cov, "cov")
+    if cov.shape != (m * n, m * n):
+        raise ValueError(f"cov must be ({m * n}, {m * n}) for G of shape {(m, n)}, got {tuple(cov.shape)}")
+    _same_kind(G, cov, "G", "cov")
+    if not torch.allclose(cov, cov.mT, rtol=1e-10, atol=1e-12 * float(cov.abs().max())):
+        raise ValueError("cov must be symmetric")
+    w, Q = torch.linalg.eigh(cov)
+    if float(w[0]) < -1e-10 * float(w[-1].abs()):
+        raise ValueError(f"cov must be positive semi-definite; smallest eigenvalue {float(w[0]):.3g}")
+    return (Q * w.clamp_min(0).sqrt()).mT.reshape(m * n, m, n)
+
+
+def polar_bias(G: torch.Tensor, cov: torch.Tensor | None = None, factors: torch.Tensor | None = None,
+               chunk: int = 2048) -> torch.Tensor:
+    r"""The bias coefficient :math:`b(\Sigma)` for a general per-token covariance, in closed form.
+
+    :math:`\mathbb E\,\mathrm{Ortho}(G + E_n) = \mathrm{Ortho}(G) + b/n + O(n^{-2})` where :math:`E_n` is
+    the mean of ``n`` i.i.d. per-token noises with covariance :math:`\Sigma` on the row-major entries.
+    Because :math:`Q_2` is a quadratic form, :math:`b = \mathbb E\,Q_2(\delta) = \sum_k Q_2(F_k)` for any
+    factorisation :math:`\Sigma = \sum_k \mathrm{vec}(F_k)\mathrm{vec}(F_k)^\top`. Give either ``cov``
+    (``mn x mn``; factorised by ``eigh``) or ``factors`` (``K x m x n``: e.g. per-example deviations
+    :math:`(g_x - \bar g)/\sqrt N` for the covariance of a finite data set). With
+    :math:`\Sigma = \mathrm{var}\,I` this is :func:`polar_bias_isotropic`.
+    """
+    checks.matrix(G, "G")
+    if G.ndim != 2:
+        raise ValueError(f"G must be a single matrix, got shape {tuple(G.shape)}")
+    F = _factors(G, cov, factors)
+    checks.positive_int(chunk, "chunk")
+    U, s, V, transposed = _wide_frame(G)
+    total = torch.zeros(U.shape[-1], V.shape[-1], dtype=G.dtype, device=G.device)
+    for part in F.split(chunk):
+        total = total + _expansion_terms(U, s, V, part.mT if transposed else part)[1].sum(0)
+    return _back(U, V, total, transposed)
+
+
+def polar_linear_variance(G: torch.Tensor, cov: torch.Tensor | None = None, factors: torch.Tensor | None = None,
+                          chunk: int = 2048) -> float:
+    r"""Per-token total variance :math:`\sigma_L^2 = \mathbb E\|L_1(\delta)\|_F^2` for a general covariance.
+
+    :math:`\sum_k \|L_1(F_k)\|_F^2` over a factorisation of :math:`\Sigma` (see :func:`polar_bias`), so that
+    :math:`\mathrm{tr}\,\mathrm{Cov}\,\mathrm{Ortho}(G + E_n) = \sigma_L^2/n + O(n^{-2})`. Equals
+    :math:`-2\langle\mathrm{Ortho}(G), b(\Sigma)\rangle`.
+    """
+    checks.matrix(G, "G")
+    if G.ndim != 2:
+        raise ValueError(f"G must be a single matrix, got shape {tuple(G.shape)}")
+    F = _factors(G, cov, factors)
+    checks.positive_int(chunk, "chunk")
+    U, s, V, transposed = _wide_frame(G)
+    total = 0.0
+    for part in F.split(chunk):
+        L1 = _expansion_terms(U, s, V, part.mT if transposed else part)[0]
+        total += float((L1**2).sum())
+    return total
+
+
+def _same_kind(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    if a.dtype != b.dtype or a.device != b.device:
+        raise ValueError(f"{name_b} ({b.dtype}, {b.device}) must match {name_a} ({a.dtype}, {a.device})")

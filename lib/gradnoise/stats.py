@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from . import checks
+import math
+
+from . import checks, evidence
 
 
 def _trials(x: torch.Tensor, name: str, dim: int) -> int:
@@ -41,6 +43,15 @@ def total_variance(x: torch.Tensor, dim: int = 0):
 def difference(a, se_a, b, se_b):
     """The difference ``a - b`` of two independent estimates and its standard error (added in quadrature)."""
     a, se_a, b, se_b = (torch.as_tensor(x, dtype=torch.float64) for x in (a, se_a, b, se_b))
+    for name, x in (("a", a), ("se_a", se_a), ("b", b), ("se_b", se_b)):
+        if x.numel() == 0 or not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} must be non-empty and finite")
+    if bool((se_a < 0).any() or (se_b < 0).any()):
+        raise ValueError("se_a and se_b must be non-negative")
+    try:
+        torch.broadcast_shapes(a.shape, se_a.shape, b.shape, se_b.shape)
+    except RuntimeError:
+        raise ValueError("a, se_a, b and se_b must broadcast together") from None
     return a - b, torch.sqrt(se_a**2 + se_b**2)
 
 
@@ -49,8 +60,12 @@ def loglog_slope(x, y) -> float:
     x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
     if x.ndim != 1 or x.shape != y.shape or x.numel() < 2:
         raise ValueError(f"x and y must be 1-D of equal length >= 2, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if not bool(torch.isfinite(x).all() and torch.isfinite(y).all()):
+        raise ValueError("x and y must be finite")
     if not bool((x > 0).all() and (y > 0).all()):
         raise ValueError("x and y must be positive")
+    if bool((x == x[0]).all()):
+        raise ValueError("x must take at least two distinct values")
     lx, ly = x.log10(), y.log10()
     return (((lx - lx.mean()) * (ly - ly.mean())).sum() / ((lx - lx.mean()) ** 2).sum()).item()
 
@@ -64,13 +79,28 @@ def z_scores(estimate, stderr, predicted) -> torch.Tensor:
         shape = torch.broadcast_shapes(est.shape, se.shape, pred.shape)
     except RuntimeError:
         shape = None
+    if est.numel() == 0:
+        raise ValueError("estimate is empty")
     if shape != est.shape:
         raise ValueError(f"stderr {tuple(se.shape)} and predicted {tuple(pred.shape)} must broadcast to estimate {tuple(est.shape)}")
-    if not bool((se > 0).all()):
-        raise ValueError("stderr must be positive everywhere")
+    if not bool((se > 0).all()) or not bool(torch.isfinite(se).all()):
+        raise ValueError("stderr must be positive and finite everywhere")
     if not bool(torch.isfinite(est).all() and torch.isfinite(pred).all()):
         raise ValueError("estimate and predicted must be finite")
     return (est - pred) / se
+
+
+def _bound(z, name: str = "z") -> float:
+    """A bound must be a finite positive number (nan, inf, 0 or a negative bound make a check that cannot fail)."""
+    if isinstance(z, bool):
+        raise ValueError(f"{name} must be a finite positive number, got {z!r}")
+    try:
+        value = float(z)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be a finite positive number, got {z!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite positive number, got {z!r}")
+    return value
 
 
 def _worst(z: torch.Tensor):
@@ -78,31 +108,105 @@ def _worst(z: torch.Tensor):
     return float(z.flatten()[i]), i
 
 
-def assert_agrees(estimate, stderr, predicted, z: float = 5.0, what: str = "estimate") -> float:
+def resolution(stderr, predicted, z: float = 5.0) -> float:
+    r"""The smallest relative change of ``predicted`` that a check at bound ``z`` would detect.
+
+    :math:`z/\max_i(|\mu_i|/\mathrm{se}_i)`: scaling the whole prediction by :math:`1 \pm r` moves entry
+    :math:`i` by :math:`r|\mu_i|`, which crosses the bound first where :math:`|\mu_i|/\mathrm{se}_i` is
+    largest. ``inf`` when the prediction is zero (an absolute check: its standard error says how sharp).
+    """
+    se = torch.as_tensor(stderr, dtype=torch.float64)
+    pred = torch.as_tensor(predicted, dtype=torch.float64, device=se.device)
+    ratio = (pred.abs() / se).max().item()
+    return _bound(z) / ratio if ratio > 0 else math.inf
+
+
+def assert_agrees(estimate, stderr, predicted, z: float = 5.0, what: str = "estimate",
+                  claim: str | None = None) -> float:
     """Assert that every entry of ``estimate`` is within ``z`` standard errors of ``predicted``.
 
-    Returns the largest ``|z|``; raises ``AssertionError`` naming the worst entry otherwise.
+    Returns the largest ``|z|``; raises ``AssertionError`` naming the worst entry otherwise. ``claim``
+    (an ID such as ``"000-C7"``) files the check under that claim on the book's evidence page.
     """
+    bound = _bound(z)
     zs = z_scores(estimate, stderr, predicted)
     worst, i = _worst(zs)
-    if abs(worst) >= z:
+    if abs(worst) >= bound:
         raise AssertionError(
             f"{what} disagrees with the prediction: z = {worst:+.2f} at entry {i} "
-            f"(bound |z| < {z}; {zs.numel()} entries)"
+            f"(bound |z| < {bound}; {zs.numel()} entries)"
         )
+    se = torch.as_tensor(stderr, dtype=torch.float64, device=zs.device).expand_as(zs)
+    pred = torch.as_tensor(predicted, dtype=torch.float64, device=zs.device).expand_as(zs)
+    evidence.record("agrees", what, zs.numel(), abs(worst), bound, resolution(se, pred, bound), claim)
     return abs(worst)
 
 
-def assert_rejects(estimate, stderr, wrong, z: float = 10.0, what: str = "estimate") -> float:
+def assert_rejects(estimate, stderr, wrong, z: float = 10.0, what: str = "estimate",
+                   claim: str | None = None) -> float:
     """Assert that the data reject ``wrong``: some entry is at least ``z`` standard errors from it.
 
     Returns the largest ``|z|`` against ``wrong``; raises ``AssertionError`` if the check lacks power.
     """
+    bound = _bound(z)
     zs = z_scores(estimate, stderr, wrong)
     worst, _ = _worst(zs)
-    if abs(worst) < z:
+    if abs(worst) < bound:
         raise AssertionError(
-            f"{what} does not reject the alternative: largest |z| = {abs(worst):.2f} < {z} "
+            f"{what} does not reject the alternative: largest |z| = {abs(worst):.2f} < {bound} "
             "(the check has too little power to tell them apart)"
         )
+    evidence.record("rejects", what, zs.numel(), abs(worst), bound, None, claim)
     return abs(worst)
+
+
+def _exact_pair(actual, expected, names):
+    a = torch.as_tensor(actual, dtype=torch.float64)
+    e = torch.as_tensor(expected, dtype=torch.float64, device=a.device)
+    if a.numel() == 0 or e.numel() == 0:
+        raise ValueError(f"{names[0]} and {names[1]} must be non-empty")
+    try:
+        shape = torch.broadcast_shapes(a.shape, e.shape)
+    except RuntimeError:
+        shape = None
+    if shape != a.shape:
+        raise ValueError(f"{names[1]} {tuple(e.shape)} must broadcast to {names[0]} {tuple(a.shape)}")
+    if not bool(torch.isfinite(a).all() and torch.isfinite(e).all()):
+        raise ValueError(f"{names[0]} and {names[1]} must be finite")
+    return a, e.expand_as(a)
+
+
+def _relative_error(a: torch.Tensor, e: torch.Tensor) -> float:
+    scale = max(e.abs().max().item(), a.abs().max().item())
+    diff = (a - e).abs().max().item()
+    return diff / scale if scale > 0 else 0.0
+
+
+def assert_close(actual, expected, rtol: float = 1e-10, what: str = "value", claim: str | None = None) -> float:
+    r"""An exact check (symbolic, enumerated or deterministic): ``actual`` equals ``expected`` to rounding.
+
+    Passes when :math:`\max|a - e| \le` ``rtol`` :math:`\cdot\max(|a|, |e|)`; returns that relative error.
+    Listed as *exact* on the evidence page; pair it with :func:`assert_differs` on the wrong alternative.
+    """
+    tol = _bound(rtol, "rtol")
+    a, e = _exact_pair(actual, expected, ("actual", "expected"))
+    err = _relative_error(a, e)
+    if err > tol:
+        raise AssertionError(f"{what} differs from the exact value: relative error {err:.3g} > rtol = {tol:.3g}")
+    evidence.record("exact", what, a.numel(), err, tol, None, claim)
+    return err
+
+
+def assert_differs(actual, wrong, rtol: float = 1e-6, what: str = "value", claim: str | None = None) -> float:
+    r"""An exact rejection: ``actual`` is farther than ``rtol`` (relative) from the ``wrong`` value.
+
+    The relative distance :math:`\max|a - w|/\max(|a|, |w|)` must be at least ``rtol`` (default
+    :math:`10^{-6}`, orders of magnitude above rounding); returns it.
+    """
+    tol = _bound(rtol, "rtol")
+    a, w = _exact_pair(actual, wrong, ("actual", "wrong"))
+    dist = _relative_error(a, w)
+    if dist < tol:
+        raise AssertionError(f"{what} does not tell the wrong value apart: relative distance {dist:.3g} < {tol:.3g}")
+    evidence.record("differs", what, a.numel(), dist, tol, None, claim)
+    return dist

@@ -1,0 +1,105 @@
+r"""The book's evidence: a record of every check a chapter makes, as it runs.
+
+Every assertion of :mod:`gradnoise.stats` (``assert_agrees``, ``assert_rejects``, ``assert_close``,
+``assert_differs``) calls :func:`record` with what it compared and how sharply. A chapter opens with
+:func:`gradnoise.chapter`, which names it; when the environment variable ``GRADNOISE_EVIDENCE`` names a
+directory, the records of chapter ``NAME`` are written to ``NAME.jsonl`` there (the file is started
+afresh each time the chapter runs), and the book's evidence page is built from those files.
+
+A record holds the chapter, the claim ID it supports (or ``None``), a short label, its kind
+(``agrees``/``rejects`` for z-tests, ``exact``/``differs`` for checks to rounding), the number of
+entries compared, the worst :math:`|z|` (or relative error), the bound, and for an agreement the
+**resolution**: the smallest relative change of the prediction the check would have caught at its bound,
+:math:`z_{\max}\,/\max_i(|\mu_i|/\mathrm{se}_i)` (``inf`` when the prediction is zero).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import re
+from dataclasses import asdict, dataclass
+
+ENV_VAR = "GRADNOISE_EVIDENCE"
+KINDS = ("agrees", "rejects", "exact", "differs")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ID = re.compile(r"^\d{3}-[A-Z]\d+$")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One check: see the module docstring for the fields."""
+
+    chapter: str
+    claim: str | None
+    what: str
+    kind: str
+    entries: int
+    worst: float
+    bound: float
+    resolution: float | None = None
+
+
+_state = {"chapter": None}
+_records: list[Record] = []
+
+
+def begin(name: str) -> None:
+    """Name the chapter whose checks follow, and start its evidence file afresh (if one is kept)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"chapter name must be letters, digits, '-', '_' or '.', got {name!r}")
+    _state["chapter"] = name
+    _records[:] = [r for r in _records if r.chapter != name]
+    path = _path(name)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+
+
+def current() -> str | None:
+    """The chapter named by the last :func:`begin` (``None`` before any)."""
+    return _state["chapter"]
+
+
+def _path(name: str) -> pathlib.Path | None:
+    where = os.environ.get(ENV_VAR, "").strip()
+    return pathlib.Path(where) / f"{name}.jsonl" if where else None
+
+
+def record(kind: str, what: str, entries: int, worst: float, bound: float,
+           resolution: float | None = None, claim: str | None = None) -> Record:
+    """Keep one check's record in memory, and in the chapter's evidence file when one is kept."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if claim is not None and (not isinstance(claim, str) or not _ID.match(claim)):
+        raise ValueError(f"claim must be a claim ID such as '000-C7', got {claim!r}")
+    rec = Record(_state["chapter"] or "unnamed", claim, str(what), kind, int(entries), float(worst),
+                 float(bound), None if resolution is None else float(resolution))
+    _records.append(rec)
+    path = _path(rec.chapter) if _state["chapter"] else None
+    if path is not None:
+        row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(rec).items()}
+        with path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+    return rec
+
+
+def records(chapter: str | None = None) -> list[Record]:
+    """The records kept in this process (of one chapter, if named)."""
+    return [r for r in _records if chapter is None or r.chapter == chapter]
+
+
+def load(directory) -> list[Record]:
+    """Every record in the ``*.jsonl`` files of ``directory`` (missing resolution read as ``None``)."""
+    out = []
+    for path in sorted(pathlib.Path(directory).glob("*.jsonl")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                out.append(Record(**row))
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{path}:{n}: not an evidence record ({err})") from None
+    return out
