@@ -1,38 +1,60 @@
 # Two commands for a fresh machine (see README.md):
-#   make book   build the website into _build/html (executes every chapter)
-#   make test   builds the site, then one pytest run: unit tests of gradnoise, every chapter of _toc.yml
-#               as an nbval test, and the real-browser test of the built site (headless Chromium)
+#   make book   build the website into _build/html (executes every chapter the cache lacks)
+#   make test   unit tests and every chapter of _toc.yml as an nbval test (one pytest session, which
+#               hands each passing chapter's outputs to the book's execution cache), then the book
+#               build (which takes the chapters from that cache instead of executing them again), then
+#               the real-browser test of the built site (headless Chromium)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every check a chapter makes is recorded here (gradnoise.evidence); the evidence page is built from it.
+export GRADNOISE_EVIDENCE := $(CURDIR)/_build/evidence
+DEVICE_CHECK = $(BIN)/python -c "import sys, gradnoise.device as d; sys.exit(d.main())"
+PYTEST = $(BIN)/python -m pytest --nbval-lax --nbval-current-env
 
-.PHONY: book test test-seeds clean
+.PHONY: book test test-seeds student lock clean
 
-$(STAMP): requirements.txt pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt -e .
+# A venv whose creation was interrupted (no working pip inside) is made again, not reused.
+$(STAMP): requirements.lock pyproject.toml
+	@if ! $(BIN)/python -m pip --version >/dev/null 2>&1; then rm -rf $(VENV); $(PYTHON) -m venv $(VENV); fi
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-# MyST-NB caches executed chapters by cell source only; a change in lib/ must re-execute them, so the
-# cache is dropped whenever the hash of lib/ differs from the one it was built with.
-book: $(STAMP)
-	@mkdir -p _build
-	@h=$$(cat pyproject.toml $$(find lib -name '*.py' | sort) | sha256sum | cut -c1-16); \
-	if [ "$$(cat _build/.lib-hash 2>/dev/null)" != "$$h" ]; then \
-		echo "lib/ changed: dropping the execution cache"; rm -rf _build/.jupyter_cache; \
-	fi; \
-	$(BIN)/jupyter-book build . -n -W --keep-going && echo "$$h" > _build/.lib-hash
+# Before any build or test: the device must exist (one line if not), and a change in lib/, the pins,
+# pyproject.toml or _config.yml drops every executed chapter (gradnoise.site.cache).
+.PHONY: inputs
+inputs: $(STAMP)
+	@$(DEVICE_CHECK) >/dev/null
+	@$(BIN)/python -m gradnoise.site.cache .
 
-test: book
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --durations=15 tests
+book: inputs
+	$(BIN)/jupyter-book build . -n -W --keep-going
 
-# Every chapter (and unit test) under base seeds 1..5 (slow; not part of CI).
-test-seeds: $(STAMP)
-	for s in 1 2 3 4 5; do echo "== GRADNOISE_SEED=$$s"; \
-		GRADNOISE_SEED=$$s $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env tests --ignore=tests/test_site.py || exit 1; done
+test: inputs
+	$(PYTEST) --durations=15 tests --ignore=tests/test_site.py
+	$(BIN)/jupyter-book build . -n -W --keep-going
+	$(BIN)/python -m pytest tests/test_site.py
+
+# The student edition: every exercise's solution (text and code) left out of the pages and of the
+# downloadable notebooks; built into _build/student/html.
+student: inputs
+	GRADNOISE_EDITION=student $(BIN)/jupyter-book build . -n -W --keep-going --path-output _build/student
+
+# Every chapter and unit test under base seeds 1..20, chapters in two parallel sessions (slow; not CI).
+SEEDS ?= $(shell seq 1 20)
+test-seeds: inputs
+	@for s in $(SEEDS); do echo "== GRADNOISE_SEED=$$s"; \
+		GRADNOISE_SEED=$$s GRADNOISE_EVIDENCE= $(PYTEST) -q -p no:randomly tests --ignore=tests/test_site.py || exit 1; done
+
+# Refresh requirements.lock from requirements.txt (uv's resolver, in a throw-away venv).
+lock:
+	rm -rf _build/uv && $(PYTHON) -m venv _build/uv && _build/uv/bin/python -m pip install --quiet uv
+	_build/uv/bin/uv pip compile requirements.txt --python-version 3.11 --custom-compile-command "make lock" \
+		$$(test -d /opt/wheels && echo --find-links /opt/wheels) -o requirements.lock
+	sed -i 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' requirements.lock
 
 clean:
 	rm -rf _build tests/_notebooks

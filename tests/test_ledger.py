@@ -3,7 +3,7 @@ import pathlib
 
 import pytest
 
-from gradnoise import ledger
+from gradnoise.site import ledger
 from conftest import ROOT, chapter_sources
 
 CATALOGUE = ROOT / "claims.yml"
@@ -76,3 +76,23 @@ def test_malformed_catalogue(tmp_path):
     bad.write_text("notes: {}\n")
     with pytest.raises(ValueError, match="no 'claims'"):
         ledger.catalogue(bad)
+
+
+def test_malformed_front_matter_is_one_line_naming_the_file(tmp_path):
+    bad = write_chapter(tmp_path, "bad", "claims: {000-C7: holds\n")
+    with pytest.raises(ValueError) as info:
+        ledger.front_matter(bad)
+    assert str(bad) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_same_id_twice_in_one_chapter(tmp_path):
+    twice = write_chapter(tmp_path, "twice", "claims:\n  000-C7: holds\n  000-C7: wrong\n")
+    with pytest.raises(ValueError, match="appears twice"):
+        ledger.coverage({"twice": twice}, ["000-C7"])
+
+
+def test_catalogue_entry_missing_a_key(tmp_path):
+    cat = tmp_path / "claims.yml"
+    cat.write_text("claims:\n- id: 000-C1\n  note: '000'\n")
+    with pytest.raises(ValueError, match="lacks statement"):
+        ledger.catalogue(cat)

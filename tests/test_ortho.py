@@ -4,14 +4,15 @@ import pytest
 import torch
 
 from gradnoise import ortho, sampling
+from gradnoise import seeds as gnseeds
 
 f64 = torch.float64
 
 
 @pytest.fixture
-def gen():
-    g = torch.Generator().manual_seed(1234)
-    return g
+def gen(request):
+    """A generator of the book's seeds (GRADNOISE_SEED varies it), on the CPU, one per test."""
+    return gnseeds.generator(f"test:{request.node.name}", "cpu")
 
 
 def exact(m, n, s, gen):
@@ -78,7 +79,7 @@ def test_inv_sqrt_psd(gen):
         ortho.inv_sqrt_psd(A[:, :3])
     with pytest.raises(ValueError, match="symmetric"):
         ortho.inv_sqrt_psd(A)
-    with pytest.raises(ValueError, match="rank-deficient"):
+    with pytest.raises(ValueError, match="H is singular"):
         ortho.inv_sqrt_psd(torch.diag(torch.tensor([1.0, 0.0], dtype=f64)))
 
 
@@ -154,3 +155,152 @@ def test_polar_second_order_tensor(gen):
     assert (second - quad).abs().max() < 0.02 * quad.abs().max()  # what is left is third order
     with pytest.raises(ValueError, match="single matrix"):
         ortho.polar_second_order(G.expand(2, 3, 4))
+
+
+# --- the auto route against an independent peer (scipy.linalg.polar), issue 6 item 6 ---------------
+
+scipy_linalg = pytest.importorskip("scipy.linalg")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(16, 24), (12, 12), (24, 16)])
+def test_auto_route_matches_scipy_polar_for_every_condition_number(gen, shape, dtype):
+    m, n = shape
+    r = min(m, n)
+    u = torch.finfo(dtype).eps
+    for kappa in (1.0, 10.0, 300.0, 1e3, 1e5, 1e7):
+        s = torch.logspace(0, -math.log10(kappa), r, dtype=f64) if kappa > 1 else torch.ones(r, dtype=f64)
+        G64 = sampling.with_singular_values(s.tolist(), m, n, gen)
+        G = G64.to(dtype)
+        # the peer: scipy's polar decomposition of the same (rounded) matrix, in float64
+        U_peer, _ = scipy_linalg.polar(G.to(f64).numpy(), side="right")
+        kappa_rounded = float(torch.linalg.cond(G.to(f64)))
+        if kappa_rounded * u > 1e-2:     # float32 cannot represent kappa = 1e7 faithfully: no unique answer
+            continue
+        out = ortho.polar_factor(G).to(f64)
+        err = torch.linalg.matrix_norm(out - torch.from_numpy(U_peer)).item()
+        bound = 20 * max(m, n) * u * kappa_rounded       # the SVD route's forward error, u * kappa
+        assert err <= bound, (shape, dtype, kappa, err, bound)
+
+
+def test_auto_route_reroutes_float32_from_kappa_300_issue_case(gen):
+    """The case seen by the examination: float32 64x128 with kappa >= 300 gave errors 0.11-0.21."""
+    s = torch.logspace(0, -math.log10(300), 64, dtype=f64)
+    G = torch.stack([sampling.with_singular_values(s.tolist(), 64, 128, gen) for _ in range(5)]).float()
+    err = torch.linalg.matrix_norm(ortho.polar_factor(G).double() - ortho.polar_factor(G.double(), method="svd"))
+    assert err.max().item() < 1e-3
+
+
+def test_auto_route_honours_rtol_and_pinv(gen):
+    G = sampling.with_singular_values([1.0, 0.5, 1e-3], 3, 5, gen)
+    # with rtol = 1e-2 the third singular value counts as zero: no silent full-rank answer
+    with pytest.raises(ValueError, match="rank-deficient"):
+        ortho.polar_factor(G, rtol=1e-2)
+    part = ortho.polar_factor(G, rtol=1e-2, pinv=True)
+    assert torch.linalg.matrix_rank(part).item() == 2
+    # with the default rtol the matrix is full rank, and auto equals the SVD route
+    assert torch.allclose(ortho.polar_factor(G), ortho.polar_factor(G, method="svd"), atol=1e-11)
+
+
+@pytest.mark.parametrize("scale", [1e155, 1e-170])
+def test_extreme_scales(gen, scale):
+    G = sampling.with_singular_values([1.0, 0.7, 0.4], 3, 4, gen)
+    ref = ortho.polar_factor(G, method="svd")
+    for method in ("auto", "gram", "svd"):
+        assert torch.allclose(ortho.polar_factor(G * scale, method=method), ref, atol=1e-12), method
+
+
+def test_gram_route_gets_squared_tolerance(gen):
+    G = sampling.with_singular_values([1.0, 1e-5], 2, 3, gen)     # sigma ratio 1e-5, above rtol = 1e-6
+    out = ortho.polar_factor(G, method="gram", rtol=1e-6)
+    assert torch.allclose(out @ out.mT, torch.eye(2, dtype=f64), atol=1e-6)
+
+
+# --- bad input, issue 6 item 8 -------------------------------------------------------------------
+
+@pytest.mark.parametrize("rtol", [2, 1.0, 0, -1, float("nan"), float("inf"), "1e-3", None.__class__])
+def test_rtol_must_lie_in_the_open_unit_interval(gen, rtol):
+    G = sampling.with_singular_values([1.0, 0.5], 2, 3, gen)
+    with pytest.raises(ValueError, match="rtol"):
+        ortho.polar_factor(G, rtol=rtol)
+
+
+def test_indefinite_H_is_named():
+    H = torch.diag(torch.tensor([1.0, -0.5], dtype=f64))
+    for pinv in (False, True):
+        with pytest.raises(ValueError, match="H must be positive semi-definite"):
+            ortho.inv_sqrt_psd(H, pinv=pinv)
+    with pytest.raises(ValueError, match="H is singular"):
+        ortho.inv_sqrt_psd(torch.diag(torch.tensor([1.0, 0.0], dtype=f64)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_into_exact_routes(dtype):
+    G = torch.eye(3, 4, dtype=dtype)
+    for fn in (ortho.polar_factor, ortho.preconditioned, lambda x: ortho.polar_derivative(x, x)):
+        with pytest.raises(ValueError, match="float32 or float64"):
+            fn(G)
+    assert ortho.newton_schulz(G.float(), dtype=dtype).dtype == torch.float32   # what low precision is for
+
+
+def test_polar_derivative_kind_and_batch_mismatch(gen):
+    G = sampling.with_singular_values([1.0, 0.5], 2, 3, gen)
+    with pytest.raises(ValueError, match="must match"):
+        ortho.polar_derivative(G, G.float())
+    with pytest.raises(ValueError, match="do not broadcast"):
+        ortho.polar_derivative(G.expand(3, 2, 3), torch.zeros(4, 2, 3, dtype=f64))
+
+
+@pytest.mark.parametrize("var", [float("inf"), float("nan"), "0.1", None, 0, -1, True])
+def test_var_must_be_a_finite_positive_number(gen, var):
+    G = sampling.with_singular_values([1.0, 0.5], 2, 3, gen)
+    with pytest.raises(ValueError, match="var"):
+        ortho.polar_bias_isotropic(G, var)
+    with pytest.raises(ValueError, match="var"):
+        sampling.token_noise((2, 2), var, gen)
+
+
+def test_size_and_step_limits(gen):
+    with pytest.raises(ValueError, match="steps must be at most 100"):
+        ortho.newton_schulz(torch.eye(3, dtype=f64), steps=10**9)
+    with pytest.raises(ValueError, match="GiB"):
+        ortho.polar_second_order(torch.eye(40, dtype=f64))
+    with pytest.raises(ValueError, match="GiB"):
+        sampling.token_gradients(torch.eye(4, 6, dtype=f64), 0.1, gen, trials=10**9, tokens=10)
+
+
+def test_counts_accept_numpy_and_0d_tensors(gen):
+    np = pytest.importorskip("numpy")
+    G = torch.eye(2, 3, dtype=f64)
+    a = sampling.block_means(G, 0.1, gen, np.int64(4), torch.tensor(2), 3)
+    assert a.shape == (4, 2, 2, 3)
+
+
+def test_general_covariance_bias_matches_isotropic_and_finite_differences(gen):
+    for shape in [(3, 5), (4, 4), (5, 2)]:
+        m, n = shape
+        G = sampling.with_singular_values(torch.linspace(1.0, 0.4, min(m, n)).tolist(), m, n, gen)
+        eye = torch.eye(m * n, dtype=f64)
+        assert torch.allclose(ortho.polar_bias(G, cov=0.1 * eye), ortho.polar_bias_isotropic(G, 0.1), atol=1e-13)
+        A = torch.randn(m * n, m * n, generator=gen, dtype=f64)
+        C = 0.05 * A @ A.T / (m * n)
+        b_fd = torch.einsum("rpq,pq->r", ortho.polar_second_order(G), C).reshape(m, n)
+        b = ortho.polar_bias(G, cov=C)
+        assert torch.allclose(b, b_fd, atol=1e-6), shape
+        factors = torch.linalg.cholesky(C).mT.reshape(m * n, m, n)    # C = sum_k vec(F_k) vec(F_k)^T
+        assert torch.allclose(ortho.polar_bias(G, factors=factors), b, atol=1e-13)
+        O = ortho.polar_factor(G)
+        assert abs(ortho.polar_linear_variance(G, cov=C) + 2 * (O * b).sum().item()) < 1e-12
+
+
+def test_polar_expansion_matches_derivative_and_second_difference(gen):
+    for shape in [(3, 5), (4, 4), (5, 2)]:
+        m, n = shape
+        G = sampling.with_singular_values(torch.linspace(1.0, 0.4, min(m, n)).tolist(), m, n, gen)
+        E = torch.randn(6, m, n, generator=gen, dtype=f64)
+        L1, Q2 = ortho.polar_expansion(G, E)
+        assert torch.allclose(L1, ortho.polar_derivative(G, E), atol=1e-13)
+        h = 1e-4
+        second = (ortho.polar_factor(G + h * E, method="svd") + ortho.polar_factor(G - h * E, method="svd")
+                  - 2 * ortho.polar_factor(G, method="svd")) / (2 * h**2)
+        assert torch.allclose(Q2, second, atol=1e-5 * Q2.abs().max().item()), shape

@@ -4,13 +4,14 @@ import pytest
 import torch
 
 from gradnoise import estimators, ortho, sampling, stats
+from gradnoise import seeds as gnseeds
 
 f64 = torch.float64
 
 
 @pytest.fixture
-def gen():
-    return torch.Generator().manual_seed(99)
+def gen(request):
+    return gnseeds.generator(f"test:{request.node.name}", "cpu")
 
 
 def test_random_orthogonal(gen):
@@ -155,7 +156,7 @@ def test_ema_noise_factor():
     assert estimators.ema_noise_factor(g, 1) == pytest.approx((1 - g) ** 2)
     assert estimators.ema_noise_factor(g, 400) == pytest.approx((1 - g) / (1 + g), rel=1e-12)
     assert estimators.ema_noise_factor(g, 400, 0.5) == pytest.approx((1 - g) / (1 + g) * 1.35 / 0.65, rel=1e-12)
-    gen = torch.Generator().manual_seed(3)
+    gen = gnseeds.generator("test:ema-noise-factor", "cpu")
     noise = sampling.ar1_steps(torch.randn(40_000, 12, 1, 2, generator=gen, dtype=f64), 0.5, dim=1)
     v, se = stats.total_variance(estimators.ema(noise, g))
     stats.assert_agrees(v, se, 2 * estimators.ema_noise_factor(g, 12, 0.5))

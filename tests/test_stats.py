@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from gradnoise import stats
+from gradnoise import seeds as gnseeds
 
 f64 = torch.float64
 
@@ -18,7 +19,7 @@ def test_mean_stderr():
 
 
 def test_total_variance_is_unbiased_with_correct_stderr():
-    gen = torch.Generator().manual_seed(5)
+    gen = gnseeds.generator("test:total-variance", "cpu")
     x = torch.randn(500, 2000, 3, generator=gen, dtype=f64) * torch.tensor([1.0, 2.0, 3.0], dtype=f64)
     est = torch.stack([stats.total_variance(x[i])[0] for i in range(200)])
     se = stats.total_variance(x[0])[1]

@@ -18,7 +18,10 @@ __all__ = ["device", "estimators", "evidence", "ortho", "sampling", "seeds", "st
 __version__ = "0.2.0"
 
 
-def chapter(name: str):
-    """Begin chapter ``name``: file its checks under that name and return its generator ``chapter:name``."""
-    evidence.begin(name)
+def chapter(name: str, claim: str | None = None):
+    """Begin chapter ``name``: file its checks under that name and return its generator ``chapter:name``.
+
+    ``claim`` is the claim ID the chapter's checks support when a check passes none (one-claim chapters).
+    """
+    evidence.begin(name, claim)
     return generator(f"chapter:{name}")

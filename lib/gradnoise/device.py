@@ -85,3 +85,19 @@ def trials(n: int) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer >= 2, got {n!r}")
     return max(2, round(n * scale()))
+
+
+def main() -> int:
+    """``python -m gradnoise.device``: print the device line, or one line saying why it is unavailable."""
+    import sys
+
+    try:
+        print(describe())
+    except (DeviceUnavailable, ValueError) as err:
+        print(f"gradnoise: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

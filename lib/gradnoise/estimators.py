@@ -30,7 +30,7 @@ def minibatch_mean(tokens: torch.Tensor) -> torch.Tensor:
 def microbatch_means(tokens: torch.Tensor, m: int) -> torch.Tensor:
     """Split ``k`` tokens ``(..., k, p, q)`` into ``m`` consecutive micro-batches; their means ``(..., m, p, q)``."""
     checks.matrix(tokens, "tokens", min_ndim=3)
-    checks.positive_int(m, "m")
+    m = checks.positive_int(m, "m")
     k = tokens.shape[-3]
     if k % m:
         raise ValueError(f"k = {k} tokens cannot be split into m = {m} equal micro-batches")
@@ -47,7 +47,8 @@ def ema_weights(gamma: float, horizon: int | None = None, tol: float = 1e-12, dt
     g = checks.decay(gamma)
     if horizon is None:
         horizon = stationary_horizon(g, tol)
-    checks.positive_int(horizon, "horizon")
+    horizon = checks.positive_int(horizon, "horizon")
+    checks.allocation((horizon,), dtype, "ema_weights")
     j = torch.arange(horizon, dtype=dtype, device=device)
     return (1 - g) * g**j
 
@@ -55,8 +56,7 @@ def ema_weights(gamma: float, horizon: int | None = None, tol: float = 1e-12, dt
 def stationary_horizon(gamma: float, tol: float = 1e-12) -> int:
     r"""Smallest ``t`` with :math:`\gamma^{2t} \le` ``tol`` (at least 1)."""
     g = checks.decay(gamma)
-    if not (0 < tol < 1):
-        raise ValueError(f"tol must lie in (0, 1), got {tol!r}")
+    tol = checks.open_unit(tol, "tol")
     return 1 if g == 0 else max(1, math.ceil(math.log(tol) / (2 * math.log(g))))
 
 
@@ -75,7 +75,7 @@ def ema_by_horizon(steps: torch.Tensor, gamma: float, horizons: int) -> torch.Te
     EMA started from zero ``t`` steps ago. A cumulative sum of the weighted steps, newest first.
     """
     checks.matrix(steps, "steps", min_ndim=3)
-    checks.positive_int(horizons, "horizons")
+    horizons = checks.positive_int(horizons, "horizons")
     if horizons > steps.shape[-3]:
         raise ValueError(f"horizons = {horizons} exceeds the {steps.shape[-3]} steps given")
     w = ema_weights(gamma, horizons, dtype=steps.dtype, device=steps.device)
@@ -90,8 +90,9 @@ def ema_noise_factor(gamma: float, horizon: int, rho: float = 0.0) -> float:
     (stationary AR(1); ``rho = 0``: independent steps). Returns :math:`w^\top C w` with the EMA weights
     ``w`` and :math:`C_{ij} = \rho^{|i-j|}`: a finite sum, no limit taken.
     """
-    checks.positive_int(horizon, "horizon")
-    if not (-1.0 < float(rho) < 1.0):
+    horizon = checks.positive_int(horizon, "horizon")
+    checks.allocation((horizon, horizon), torch.float64, "ema_noise_factor")
+    if isinstance(rho, (bool, str)) or rho is None or not (-1.0 < float(rho) < 1.0):
         raise ValueError(f"rho must lie in (-1, 1), got {rho!r}")
     w = ema_weights(gamma, horizon)
     idx = torch.arange(horizon)

@@ -41,20 +41,31 @@ class Record:
     resolution: float | None = None
 
 
-_state = {"chapter": None}
+_state = {"chapter": None, "claim": None}
 _records: list[Record] = []
 
 
-def begin(name: str) -> None:
-    """Name the chapter whose checks follow, and start its evidence file afresh (if one is kept)."""
+def begin(name: str, claim: str | None = None) -> None:
+    """Name the chapter whose checks follow, and start its evidence file afresh (if one is kept).
+
+    ``claim`` is the claim ID that the chapter's checks support when a check names none (for a chapter
+    of a single claim).
+    """
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"chapter name must be letters, digits, '-', '_' or '.', got {name!r}")
+    _check_claim(claim)
     _state["chapter"] = name
+    _state["claim"] = claim
     _records[:] = [r for r in _records if r.chapter != name]
     path = _path(name)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("")
+
+
+def _check_claim(claim) -> None:
+    if claim is not None and (not isinstance(claim, str) or not _ID.match(claim)):
+        raise ValueError(f"claim must be a claim ID such as '000-C7', got {claim!r}")
 
 
 def current() -> str | None:
@@ -72,9 +83,8 @@ def record(kind: str, what: str, entries: int, worst: float, bound: float,
     """Keep one check's record in memory, and in the chapter's evidence file when one is kept."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if claim is not None and (not isinstance(claim, str) or not _ID.match(claim)):
-        raise ValueError(f"claim must be a claim ID such as '000-C7', got {claim!r}")
-    rec = Record(_state["chapter"] or "unnamed", claim, str(what), kind, int(entries), float(worst),
+    _check_claim(claim)
+    rec = Record(_state["chapter"] or "unnamed", claim if claim is not None else _state["claim"], str(what), kind, int(entries), float(worst),
                  float(bound), None if resolution is None else float(resolution))
     _records.append(rec)
     path = _path(rec.chapter) if _state["chapter"] else None

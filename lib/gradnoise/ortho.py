@@ -7,8 +7,9 @@ to :math:`G`. It is what Muon's Newton–Schulz iteration approximates.
 Routes. :func:`polar_factor` computes :math:`(GG^\top)^{-1/2}G` from an eigendecomposition of the smaller
 Gram matrix, which is about three times faster than an SVD on a ``(2000, 64, 128)`` batch
 (``benchmarks/polar_throughput.py``). Forming the Gram matrix squares the condition number, so its
-forward error grows like :math:`u\,\kappa^2`; matrices with :math:`\kappa > 10^3` are therefore
-recomputed through the SVD, whose error grows like :math:`u\,\kappa`.
+forward error grows like :math:`u\,\kappa^2`; matrices whose condition number exceeds
+:func:`gram_max_condition` of their dtype (about 820 in float64, 6 in float32) are therefore computed
+through the SVD, whose error grows like :math:`u\,\kappa`.
 
 Rank. A rank-deficient :math:`G` has no unique polar factor. The functions here raise ``ValueError``
 then, unless the caller passes ``pinv=True``: the Moore–Penrose convention maps zero singular values to
@@ -20,20 +21,46 @@ import torch
 
 from . import checks
 
-GRAM_MAX_CONDITION = 1e3
-"""Largest condition number for which :func:`polar_factor` keeps the Gram-matrix route."""
+def gram_max_condition(dtype: torch.dtype) -> float:
+    r"""Largest condition number for which :func:`polar_factor` keeps the Gram-matrix route, for ``dtype``.
+
+    The Gram route's forward error grows like :math:`u\kappa^2`, the SVD's like :math:`u\kappa`. The route
+    is kept while :math:`\kappa \le 0.1\,u^{-1/4}`, so its error stays below :math:`10^{-2}u^{1/2}`:
+    about 820 in float64 (error :math:`\lesssim 10^{-10}`) and 6 in float32 (error :math:`\lesssim 3\cdot10^{-6}`).
+    """
+    return 0.1 * torch.finfo(dtype).eps ** -0.25
+
+
+GRAM_MAX_CONDITION = gram_max_condition(torch.float64)
+""":func:`gram_max_condition` of float64 (about 820)."""
 
 
 def _rtol(A: torch.Tensor, rtol: float | None) -> float:
-    return rtol if rtol is not None else max(A.shape[-2:]) * torch.finfo(A.dtype).eps
+    if rtol is None:
+        return max(A.shape[-2:]) * torch.finfo(A.dtype).eps
+    return checks.open_unit(rtol, "rtol")
 
 
 def _rank_error(s_min: torch.Tensor, s_max: torch.Tensor, tol: float) -> ValueError:
-    worst = (s_min / s_max).min().item()
+    worst = (s_min / s_max.clamp_min(torch.finfo(s_max.dtype).tiny)).min().item()
     return ValueError(
         f"G is rank-deficient: smallest/largest singular value = {worst:.3g} <= rtol = {tol:.3g}, so its "
         "polar factor is not unique; pass pinv=True for the Moore-Penrose convention U_r V_r^T"
     )
+
+
+def _gram_tol(A: torch.Tensor, tol: float) -> float:
+    """Eigenvalue tolerance of a Gram matrix for singular-value tolerance ``tol``: ``tol**2``, but never
+    below the rounding floor ``size * eps`` of the eigenvalues (the Gram route cannot see singular values
+    below about ``sqrt(eps)`` of the largest)."""
+    return max(tol**2, max(A.shape[-2:]) * torch.finfo(A.dtype).eps)
+
+
+def _normalised(A: torch.Tensor) -> torch.Tensor:
+    """``A`` divided by its largest absolute entry (per matrix): Ortho is scale-invariant, and the Gram
+    matrix of a matrix of entries near 1e155 (or 1e-170) would overflow (underflow) otherwise."""
+    scale = A.abs().amax(dim=(-2, -1), keepdim=True)
+    return A / torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
 def _polar_svd(A: torch.Tensor, pinv: bool, tol: float) -> torch.Tensor:
@@ -44,11 +71,20 @@ def _polar_svd(A: torch.Tensor, pinv: bool, tol: float) -> torch.Tensor:
     return (U * keep.to(A.dtype).unsqueeze(-2)) @ Vh
 
 
-def _inv_sqrt_eigh(H: torch.Tensor, pinv: bool, tol: float):
-    """Return (H^{-1/2}, eigenvalues) of symmetric PSD H; eigenvalues <= tol * max are treated as zero."""
+def _inv_sqrt_eigh(H: torch.Tensor, pinv: bool, tol: float, what: str = "G"):
+    """Return (H^{-1/2}, eigenvalues) of symmetric PSD H; eigenvalues <= tol * max are treated as zero.
+
+    ``tol`` is relative to the largest eigenvalue. For a Gram matrix ``H = G G^T`` pass the square of the
+    singular-value tolerance; ``what`` names the matrix in the rank error (``"G"`` or ``"H"``).
+    """
     w, Q = torch.linalg.eigh(H)
-    keep = w > tol * w[..., -1:].clamp_min(torch.finfo(H.dtype).tiny)
+    top = w[..., -1:].clamp_min(torch.finfo(H.dtype).tiny)
+    keep = w > tol * top
     if not pinv and not bool(keep.all()):
+        if what == "H":
+            worst = (w[..., 0:1] / top).min().item()
+            raise ValueError(f"H is singular: smallest/largest eigenvalue = {worst:.3g} <= rtol = {tol:.3g}; "
+                             "pass pinv=True for the Moore-Penrose inverse square root")
         raise _rank_error(w[..., 0].clamp_min(0).sqrt(), w[..., -1].sqrt(), tol ** 0.5)
     inv_root = torch.where(keep, w.clamp_min(torch.finfo(H.dtype).tiny).rsqrt(), torch.zeros_like(w))
     return (Q * inv_root.unsqueeze(-2)) @ Q.mT, w
@@ -60,57 +96,73 @@ def inv_sqrt_psd(H: torch.Tensor, pinv: bool = False, rtol: float | None = None)
     Computed as :math:`Q\,\Lambda^{-1/2}Q^\top` from ``torch.linalg.eigh``; batched over leading
     dimensions. A singular ``H`` (an eigenvalue at most ``rtol`` times the largest) raises
     ``ValueError`` unless ``pinv=True``, which inverts only the positive eigenvalues (the Moore–Penrose
-    inverse square root). ``rtol`` defaults to ``size * eps``.
+    inverse square root). An indefinite ``H`` (an eigenvalue below ``-rtol`` times the largest) is
+    always an error: it has no real square root. ``rtol`` (in (0, 1)) defaults to ``size * eps``.
     """
     checks.matrix(H, "H")
+    checks.exact_dtype(H, "H")
     if H.shape[-1] != H.shape[-2]:
         raise ValueError(f"H must be square, got shape {tuple(H.shape)}")
     if not torch.allclose(H, H.mT, rtol=1e-10, atol=1e-12 * float(H.abs().max())):
         raise ValueError("H must be symmetric")
-    return _inv_sqrt_eigh(H, pinv, _rtol(H, rtol))[0]
+    tol = _rtol(H, rtol)
+    w = torch.linalg.eigvalsh(H)
+    if bool((w[..., 0] < -tol * w[..., -1].abs().clamp_min(torch.finfo(H.dtype).tiny)).any()):
+        raise ValueError(f"H must be positive semi-definite; its smallest eigenvalue is {w[..., 0].min().item():.3g}")
+    return _inv_sqrt_eigh(H, pinv, tol, what="H")[0]
 
 
 def preconditioned(G: torch.Tensor, pinv: bool = False, rtol: float | None = None) -> torch.Tensor:
     r""":math:`H^{-1/2}G` with :math:`H = GG^\top` (claim 000-C1's left-hand side), batched.
 
     ``H`` is singular whenever ``G`` has fewer than ``m`` independent rows (in particular whenever
-    ``m > n``); then this raises ``ValueError`` unless ``pinv=True``. ``rtol`` is relative to the largest
-    eigenvalue of ``H`` (default ``max(m, n) * eps``): the Gram matrix cannot resolve singular values
-    below about ``sqrt(rtol)`` times the largest.
+    ``m > n``); then this raises ``ValueError`` unless ``pinv=True``. ``rtol`` (in (0, 1)) is relative to
+    the largest singular value of ``G`` (default ``max(m, n) * eps``); the Gram matrix squares it, so it
+    cannot resolve singular values below about ``sqrt(eps)`` times the largest.
     """
     checks.matrix(G, "G")
-    inv_root, _ = _inv_sqrt_eigh(G @ G.mT, pinv, _rtol(G, rtol))
-    return inv_root @ G
+    checks.exact_dtype(G, "G")
+    A = _normalised(G)
+    inv_root, _ = _inv_sqrt_eigh(A @ A.mT, pinv, _gram_tol(A, _rtol(G, rtol)))
+    return inv_root @ A
 
 
 def polar_factor(G: torch.Tensor, method: str = "auto", pinv: bool = False, rtol: float | None = None) -> torch.Tensor:
     r"""The polar factor :math:`\mathrm{Ortho}(G) = UV^\top` of every ``m x n`` matrix in a batch.
 
     Args:
-        G: tensor of shape ``(..., m, n)``, finite.
-        method: ``"auto"`` (Gram route, SVD for matrices with condition number above
-            :data:`GRAM_MAX_CONDITION`), ``"gram"`` or ``"svd"``.
+        G: tensor of shape ``(..., m, n)``, finite, float32 or float64.
+        method: ``"auto"`` (Gram route where it is accurate, SVD elsewhere), ``"gram"`` or ``"svd"``.
+            ``auto`` sends to the SVD every matrix whose condition number exceeds
+            :func:`gram_max_condition` of its dtype, or whose Gram matrix is near-singular at ``rtol``.
         pinv: accept rank-deficient matrices and return :math:`U_rV_r^\top` (zero singular values
             mapped to zero) instead of raising.
-        rtol: singular values at most ``rtol`` times the largest count as zero on the SVD route
-            (eigenvalues of the Gram matrix, on the Gram route); default ``max(m, n) * eps``.
+        rtol: in (0, 1); singular values at most ``rtol`` times the largest count as zero (on every
+            route); default ``max(m, n) * eps``.
     """
     checks.matrix(G, "G")
+    checks.exact_dtype(G, "G")
     if method not in ("auto", "gram", "svd"):
         raise ValueError(f"method must be 'auto', 'gram' or 'svd', got {method!r}")
     tol = _rtol(G, rtol)
     if method == "svd":
         return _polar_svd(G, pinv, tol)
     wide = G.shape[-2] <= G.shape[-1]
-    A = G if wide else G.mT
+    A = _normalised(G if wide else G.mT)
+    gram = A @ A.mT
     if method == "gram":
-        inv_root, _ = _inv_sqrt_eigh(A @ A.mT, pinv, tol)
+        inv_root, _ = _inv_sqrt_eigh(gram, pinv, _gram_tol(A, tol))
         out = inv_root @ A
         return out if wide else out.mT
-    # auto: Gram route where it is accurate, SVD elsewhere (and for every rank question).
-    inv_root, w = _inv_sqrt_eigh(A @ A.mT, True, tol)
-    out = inv_root @ A
-    ill = w[..., 0] <= w[..., -1] / GRAM_MAX_CONDITION**2
+    # auto: the Gram route only where it is well conditioned; the SVD (with the caller's pinv and rtol)
+    # for every matrix whose smallest Gram eigenvalue is below max(1/kappa_max^2, rtol^2) of the largest.
+    floor = max(gram_max_condition(G.dtype) ** -2, tol**2)
+    w = torch.linalg.eigvalsh(gram)
+    ill = w[..., 0] <= floor * w[..., -1]
+    out = torch.empty_like(A)
+    if bool((~ill).any()):
+        inv_root, _ = _inv_sqrt_eigh(gram[~ill], True, floor)
+        out[~ill] = inv_root @ A[~ill]
     if bool(ill.any()):
         out[ill] = _polar_svd(A[ill], pinv, tol)
     return out if wide else out.mT
@@ -125,7 +177,7 @@ def newton_schulz(G: torch.Tensor, steps: int = 5, dtype: torch.dtype | None = N
     sets the precision of the iteration; the result is returned in ``G``'s dtype.
     """
     checks.matrix(G, "G")
-    checks.positive_int(steps, "steps")
+    steps = checks.count(steps, "steps", maximum=100)
     a, b, c = 3.4445, -4.7750, 2.0315
     X = G.to(dtype or G.dtype)
     wide = X.shape[-2] <= X.shape[-1]
@@ -140,6 +192,7 @@ def newton_schulz(G: torch.Tensor, steps: int = 5, dtype: torch.dtype | None = N
 
 def _rotated_frame(G: torch.Tensor):
     """Full SVD of G made wide: returns (U, s, V_full, transposed)."""
+    checks.exact_dtype(G, "G")
     transposed = G.shape[-2] > G.shape[-1]
     A = G.mT if transposed else G
     U, s, Vh = torch.linalg.svd(A, full_matrices=True)
@@ -160,6 +213,8 @@ def polar_derivative(G: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
     checks.matrix(E, "E")
     if E.shape[-2:] != G.shape[-2:]:
         raise ValueError(f"E has matrix shape {tuple(E.shape[-2:])} but G has {tuple(G.shape[-2:])}")
+    checks.same_kind(G, E, "G", "E")
+    checks.batch_broadcast(G, E, "G", "E")
     U, s, V, transposed = _rotated_frame(G)
     D = E.mT if transposed else E
     m = s.shape[-1]
@@ -183,9 +238,9 @@ def polar_second_order(G: torch.Tensor, h: float = 1e-4) -> torch.Tensor:
     checks.matrix(G, "G")
     if G.ndim != 2:
         raise ValueError(f"G must be a single matrix, got shape {tuple(G.shape)}")
-    if not float(h) > 0:
-        raise ValueError(f"h must be positive, got {h!r}")
+    h = checks.positive_real(h, "h")
     d = G.numel()
+    checks.allocation((d, d, d, *G.shape), G.dtype, "polar_second_order (use polar_bias for large G)")
     basis = torch.eye(d, dtype=G.dtype, device=G.device).reshape(d, *G.shape)
     step, direction = basis[None, :], basis[:, None].expand(d, d, *G.shape)  # [p, q]: L_1 along e_p, moved along e_q
     D = (polar_derivative(G + h * step, direction) - polar_derivative(G - h * step, direction)) / (4 * h)
@@ -194,8 +249,7 @@ def polar_second_order(G: torch.Tensor, h: float = 1e-4) -> torch.Tensor:
 
 def _isotropic_terms(G: torch.Tensor, var: float):
     checks.matrix(G, "G")
-    if not float(var) > 0:
-        raise ValueError(f"var must be positive, got {var!r}")
+    var = checks.positive_real(var, "var")
     U, s, V, transposed = _rotated_frame(G)
     m, n = s.shape[-1], V.shape[-1]
     pair = 1.0 / (s.unsqueeze(-1) + s.unsqueeze(-2)) ** 2
@@ -281,7 +335,7 @@ def polar_expansion(G: torch.Tensor, E: torch.Tensor):
     checks.matrix(E, "E")
     if G.ndim != 2:
         raise ValueError(f"G must be a single matrix, got shape {tuple(G.shape)}")
-    _same_kind(G, E, "G", "E")
+    checks.same_kind(G, E, "G", "E")
     U, s, V, transposed = _wide_frame(G)
     D = E.mT if transposed else E
     L1, Q2 = _expansion_terms(U, s, V, D)
@@ -296,12 +350,12 @@ def _factors(G: torch.Tensor, cov, factors) -> torch.Tensor:
         checks.matrix(factors, "factors", min_ndim=3)
         if factors.ndim != 3 or factors.shape[-2:] != (m, n):
             raise ValueError(f"factors must have shape (K, {m}, {n}), got {tuple(factors.shape)}")
-        _same_kind(G, factors, "G", "factors")
+        checks.same_kind(G, factors, "G", "factors")
         return factors
     checks.matrix(cov, "cov")
     if cov.shape != (m * n, m * n):
         raise ValueError(f"cov must be ({m * n}, {m * n}) for G of shape {(m, n)}, got {tuple(cov.shape)}")
-    _same_kind(G, cov, "G", "cov")
+    checks.same_kind(G, cov, "G", "cov")
     if not torch.allclose(cov, cov.mT, rtol=1e-10, atol=1e-12 * float(cov.abs().max())):
         raise ValueError("cov must be symmetric")
     w, Q = torch.linalg.eigh(cov)
@@ -353,8 +407,3 @@ def polar_linear_variance(G: torch.Tensor, cov: torch.Tensor | None = None, fact
         L1 = _expansion_terms(U, s, V, part.mT if transposed else part)[0]
         total += float((L1**2).sum())
     return total
-
-
-def _same_kind(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
-    if a.dtype != b.dtype or a.device != b.device:
-        raise ValueError(f"{name_b} ({b.dtype}, {b.device}) must match {name_a} ({a.dtype}, {a.device})")

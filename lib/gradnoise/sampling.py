@@ -20,7 +20,10 @@ LAWS = ("gaussian", "rademacher")
 
 def random_orthogonal(n: int, generator: torch.Generator, dtype: torch.dtype = DTYPE, batch: tuple = ()) -> torch.Tensor:
     """Haar-distributed ``n x n`` orthogonal matrices, shape ``(*batch, n, n)`` (QR of Gaussians, signs fixed)."""
-    checks.positive_int(n, "n")
+    n = checks.positive_int(n, "n")
+    checks.generator(generator)
+    batch = tuple(checks.count(b, "batch entry") for b in batch)
+    checks.allocation((*batch, n, n), dtype, "random_orthogonal")
     Z = torch.randn(*batch, n, n, generator=generator, dtype=dtype, device=generator.device)
     Q, R = torch.linalg.qr(Z)
     return Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
@@ -31,8 +34,9 @@ def with_singular_values(s, m: int, n: int, generator: torch.Generator, dtype: t
 
     ``s`` is a sequence of ``min(m, n)`` non-negative singular values (zeros make it rank-deficient).
     """
-    checks.positive_int(m, "m")
-    checks.positive_int(n, "n")
+    m = checks.positive_int(m, "m")
+    n = checks.positive_int(n, "n")
+    checks.generator(generator)
     s = torch.as_tensor(s, dtype=dtype, device=generator.device)
     if s.ndim != 1 or s.numel() != min(m, n):
         raise ValueError(f"s must hold min(m, n) = {min(m, n)} singular values, got shape {tuple(s.shape)}")
@@ -45,8 +49,10 @@ def with_singular_values(s, m: int, n: int, generator: torch.Generator, dtype: t
 
 def token_noise(shape, var: float, generator: torch.Generator, law: str = "gaussian", dtype: torch.dtype = DTYPE) -> torch.Tensor:
     """I.i.d. per-token noise of the given shape: mean 0, entry variance ``var``."""
-    if not float(var) > 0:
-        raise ValueError(f"var must be positive, got {var!r}")
+    var = checks.positive_real(var, "var")
+    checks.generator(generator)
+    shape = tuple(checks.count(d, "shape entry") for d in shape)
+    checks.allocation(shape, dtype, "token_noise")
     if law not in LAWS:
         raise ValueError(f"law must be one of {LAWS}, got {law!r}")
     if law == "gaussian":
@@ -59,8 +65,8 @@ def token_noise(shape, var: float, generator: torch.Generator, law: str = "gauss
 def token_gradients(G: torch.Tensor, var: float, generator: torch.Generator, trials: int, tokens: int, law: str = "gaussian") -> torch.Tensor:
     """Per-token gradients ``G + delta_i``, shape ``(trials, tokens, m, n)``."""
     checks.matrix(G, "G")
-    checks.positive_int(trials, "trials")
-    checks.positive_int(tokens, "tokens")
+    trials = checks.positive_int(trials, "trials")
+    tokens = checks.positive_int(tokens, "tokens")
     return G + token_noise((trials, tokens, *G.shape[-2:]), var, generator, law, G.dtype)
 
 
@@ -72,9 +78,9 @@ def block_means(G: torch.Tensor, var: float, generator: torch.Generator, trials:
     nothing extra; for other laws the tokens are drawn and averaged.
     """
     checks.matrix(G, "G")
-    checks.positive_int(trials, "trials")
-    checks.positive_int(blocks, "blocks")
-    checks.positive_int(tokens, "tokens")
+    trials = checks.positive_int(trials, "trials")
+    blocks = checks.positive_int(blocks, "blocks")
+    tokens = checks.positive_int(tokens, "tokens")
     shape = (trials, blocks, *G.shape[-2:])
     if law == "gaussian":
         return G + token_noise(shape, var / tokens, generator, law, G.dtype)
@@ -90,7 +96,8 @@ def ar1_steps(innovations: torch.Tensor, rho: float, dim: int = -3) -> torch.Ten
     one matrix product with the lower-triangular kernel (no loop over steps).
     """
     checks.matrix(innovations, "innovations", min_ndim=1)
-    if not (-1.0 < float(rho) < 1.0):
+    dim = checks.dim(dim, innovations.ndim)
+    if isinstance(rho, (bool, str)) or rho is None or not (-1.0 < float(rho) < 1.0):
         raise ValueError(f"rho must lie in (-1, 1), got {rho!r}")
     z = innovations.movedim(dim, -1)
     t = z.shape[-1]

@@ -36,6 +36,34 @@ class Row:
     title: str | None = None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (yaml keeps the last silently)."""
+
+
+def _unique_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def load_yaml(text: str, where) -> object:
+    """Parse YAML, turning any parse error (or a duplicated key) into one ``ValueError`` naming ``where``."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{where}: invalid YAML{at}: {problem}") from None
+
+
 def front_matter(path: pathlib.Path) -> dict:
     """The YAML front matter of a Markdown file (``{}`` if it has none)."""
     text = pathlib.Path(path).read_text(encoding="utf-8")
@@ -44,7 +72,7 @@ def front_matter(path: pathlib.Path) -> dict:
     end = text.find("\n---", 3)
     if end < 0:
         raise ValueError(f"{path}: front matter is not closed by '---'")
-    data = yaml.safe_load(text[3:end]) or {}
+    data = load_yaml(text[3:end], f"{path}: front matter") or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: front matter must be a mapping")
     return data
@@ -60,12 +88,17 @@ def title_of(path: pathlib.Path) -> str:
 
 def catalogue(path: pathlib.Path) -> list[dict]:
     """The claims of ``claims.yml``: dicts with ``id``, ``note`` and ``statement``."""
-    data = yaml.safe_load(pathlib.Path(path).read_text(encoding="utf-8"))
+    data = load_yaml(pathlib.Path(path).read_text(encoding="utf-8"), path)
     claims = data.get("claims") if isinstance(data, dict) else None
-    if not claims:
+    if not claims or not isinstance(claims, list):
         raise ValueError(f"{path}: no 'claims' list")
     seen = set()
-    for c in claims:
+    for n, c in enumerate(claims, 1):
+        if not isinstance(c, dict):
+            raise ValueError(f"{path}: claim entry {n} is not a mapping")
+        missing = [key for key in ("id", "note", "statement") if key not in c]
+        if missing:
+            raise ValueError(f"{path}: claim entry {n} ({c.get('id', 'no id')}) lacks {', '.join(missing)}")
         if not ID_PATTERN.match(str(c.get("id", ""))):
             raise ValueError(f"{path}: malformed claim ID {c.get('id')!r}")
         if c["id"] in seen:

@@ -1,10 +1,13 @@
 """Sphinx extension for the book: the claim ledger, build information, and page hygiene.
 
-Enabled in ``_config.yml`` under ``sphinx: extra_extensions: [gradnoise.book]``. It adds
+Enabled in ``_config.yml`` under ``sphinx: extra_extensions: [gradnoise.site]``. It adds
 
 - ``{claims-ledger}``: the table of every catalogued claim (``claims.yml``) with the verdict its chapter
   declares, the one-line corrected or conditioned statement, and a link — generated at build time from
-  the catalogue and the chapters' front matter (see :mod:`gradnoise.ledger`);
+  the catalogue and the chapters' front matter (see :mod:`gradnoise.site.ledger`);
+- ``{evidence-table}``: every check every chapter made when it was executed (``gradnoise.evidence``
+  records, read from ``$GRADNOISE_EVIDENCE`` at write time, after every chapter has run), grouped by
+  chapter and claim, with its worst |z| and its resolution;
 - ``{build-info}``: the versions of the tools and the device the build computed on;
 - the executed notebook of every chapter in the page's download menu (``.ipynb`` beside ``.md``);
 - a clean-up of a script that sphinx-thebe registers once per read and Sphinx then writes twice into
@@ -67,11 +70,11 @@ class ClaimsLedger(SphinxDirective):
     def run(self):
         env = self.env
         catalogue = pathlib.Path(env.srcdir) / CATALOGUE
-        chapters = _chapters(env)
         env.note_dependency(str(catalogue))
-        for path in chapters.values():
-            env.note_dependency(str(path))
         try:
+            chapters = _chapters(env)
+            for path in chapters.values():
+                env.note_dependency(str(path))
             rows = _ledger.ledger(catalogue, chapters)
         except ValueError as err:
             raise self.error(f"claims ledger: {err}") from None
@@ -128,7 +131,7 @@ class BuildInfo(SphinxDirective):
     has_content = False
 
     def run(self):
-        from . import device
+        from .. import device
 
         items = [("device", device.describe())]
         for dist in ("torch", "sympy", "jupyter-book", "myst-nb", "sphinx", "matplotlib", "jupytext", "nbval"):
@@ -177,7 +180,124 @@ def _offer_notebook_download(app, pagename, templatename, context, doctree):
     context["ipynb_source"] = f"{pagename}.ipynb"
 
 
+class evidence_placeholder(nodes.General, nodes.Element):
+    """Where the evidence table goes; filled in at ``doctree-resolved``, once every chapter has run."""
+
+
+class EvidenceTable(SphinxDirective):
+    """The evidence page's table (see :func:`_fill_evidence`)."""
+
+    has_content = False
+
+    def run(self):
+        return [evidence_placeholder()]
+
+
+def _fmt(value, kind):
+    if value is None:
+        return "—"
+    if kind in ("exact", "differs"):
+        return f"{value:.1e}"
+    return f"{value:.2f}" if value < 1000 else f"{value:.3g}"
+
+
+def _fill_evidence(app, doctree, docname):
+    import os
+
+    from .. import evidence
+
+    holders = list(doctree.findall(evidence_placeholder))
+    if not holders:
+        return
+    where = os.environ.get(evidence.ENV_VAR, "").strip()
+    records = evidence.load(where) if where and pathlib.Path(where).is_dir() else []
+    order = {name: i for i, name in enumerate(_toc_order(app.env))}
+    records.sort(key=lambda r: (order.get(f"chapters/{r.chapter}", 10**6), r.chapter, r.claim or "~"))
+    out = []
+    if not records:
+        para = nodes.paragraph()
+        para += nodes.emphasis(text="No evidence records: build with GRADNOISE_EVIDENCE set (make book does).")
+        out.append(para)
+    else:
+        kinds = Counter(r.kind for r in records)
+        coarse = [r for r in records if r.kind == "agrees" and r.resolution is not None and r.resolution > 0.1]
+        summary = nodes.paragraph()
+        summary += nodes.Text(
+            f"{len(records)} checks in {len({r.chapter for r in records})} chapters: {kinds['agrees']} z-tested "
+            f"agreements, {kinds['rejects']} z-tested rejections, {kinds['exact']} exact agreements and "
+            f"{kinds['differs']} exact rejections. {len(coarse)} agreements have a resolution coarser than 10 %; "
+            "each such chapter says why that is enough.")
+        out.append(summary)
+        headers = ["Chapter", "Claim", "Check", "Kind", "Entries", "Worst |z| or rel. error", "Bound", "Resolution"]
+        table = nodes.table(classes=["evidence-table"])
+        group = nodes.tgroup(cols=len(headers))
+        table += group
+        for width in (14, 8, 34, 8, 6, 10, 8, 10):
+            group += nodes.colspec(colwidth=width)
+        head = nodes.thead()
+        group += head
+        head += ClaimsLedger._row([nodes.paragraph(text=h) for h in headers])
+        body = nodes.tbody()
+        group += body
+        for r in records:
+            chapter = nodes.paragraph()
+            target = f"chapters/{r.chapter}"
+            if target in app.env.found_docs:
+                ref = nodes.reference("", r.chapter, internal=True,
+                                      refuri=app.builder.get_relative_uri(docname, target))
+                chapter += ref
+            else:
+                chapter += nodes.Text(r.chapter)
+            claim = nodes.paragraph()
+            if r.claim:
+                claim += nodes.literal(text=r.claim)
+            resolution = "exact" if r.kind in ("exact", "differs") else (
+                f"{100 * r.resolution:.2g} %" if r.kind == "agrees" and r.resolution is not None else "—")
+            cells = [chapter, claim, nodes.paragraph(text=r.what), nodes.paragraph(text=r.kind),
+                     nodes.paragraph(text=str(r.entries)), nodes.paragraph(text=_fmt(r.worst, r.kind)),
+                     nodes.paragraph(text=_fmt(r.bound, r.kind)), nodes.paragraph(text=resolution)]
+            body += ClaimsLedger._row(cells, classes=[f"evidence-{r.kind}"])
+        out.append(table)
+    for holder in holders:
+        holder.replace_self(out)
+
+
+def _toc_order(env) -> list[str]:
+    import yaml
+
+    toc = pathlib.Path(env.srcdir) / "_toc.yml"
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                found.append(str(node["file"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(yaml.safe_load(toc.read_text()) if toc.exists() else {})
+    return found
+
+
+def _check_device(app):
+    from .. import device
+
+    try:
+        device.device()
+    except device.DeviceUnavailable as err:
+        from sphinx.errors import ConfigError
+
+        raise ConfigError(str(err)) from None
+
+
 def setup(app):
+    _check_device(app)
+    app.add_node(evidence_placeholder)
+    app.add_directive("evidence-table", EvidenceTable)
+    app.connect("doctree-resolved", _fill_evidence)
     app.add_directive("claims-ledger", ClaimsLedger)
     app.add_directive("build-info", BuildInfo)
     app.connect("html-page-context", _dedupe_scripts)

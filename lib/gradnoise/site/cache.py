@@ -1,0 +1,59 @@
+"""When the book's executed chapters are stale, and dropping them.
+
+MyST-NB caches executed chapters keyed on their code cells alone, and Sphinx keeps its own environment
+(``_build/.doctrees``) that decides which pages are out of date. Neither knows that a chapter's outputs
+also depend on the ``gradnoise`` package, the pinned tools, ``pyproject.toml`` and ``_config.yml``. So
+the build keeps a fingerprint of those inputs in ``_build/.inputs-hash``; when it differs, everything
+derived from an execution is dropped — the execution cache, the doctrees, the executed notebooks, the
+evidence records and the HTML — and every chapter is executed again.
+
+``python -m gradnoise.site.cache [ROOT]`` does this check (the Makefile runs it before every build and
+test run) and prints one line when it drops the cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import pathlib
+import shutil
+import sys
+
+INPUT_GLOBS = ("lib/**/*.py", "pyproject.toml", "requirements*.txt", "requirements*.lock", "_config.yml")
+DERIVED = (".jupyter_cache", ".doctrees", "jupyter_execute", "html", "evidence")
+STAMP = ".inputs-hash"
+
+
+def fingerprint(root) -> str:
+    """A hash of every file that a chapter's outputs depend on besides its own source."""
+    root = pathlib.Path(root)
+    digest = hashlib.sha256()
+    files = sorted({p for pattern in INPUT_GLOBS for p in root.glob(pattern) if p.is_file()})
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def refresh(root, build: str = "_build") -> bool:
+    """Drop the derived build state of ``root`` if its inputs changed; return whether it was dropped."""
+    root = pathlib.Path(root)
+    out = root / build
+    stamp = out / STAMP
+    now = fingerprint(root)
+    if stamp.exists() and stamp.read_text().strip() == now:
+        return False
+    for name in DERIVED:
+        shutil.rmtree(out / name, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(now + "\n")
+    return True
+
+
+def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    root = pathlib.Path(args[0] if args else ".")
+    if refresh(root):
+        print("gradnoise.site.cache: the package, the pins or _config.yml changed: every chapter will be executed again")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
