@@ -177,3 +177,21 @@ def test_argument_checks_name_the_argument():
             checks.positive_int(bad, "trials")
     assert checks.decay(0) == 0.0
     assert estimators.identity(x) is x
+
+
+def test_correlated_means_have_the_covariance_asked_for(gen):
+    d = 6
+    A = torch.randn(d, d, generator=gen, dtype=f64)
+    cov = A @ A.T / d
+    L = sampling.covariance_factor(cov)
+    assert torch.allclose(L @ L.T, cov, atol=1e-12)
+    G = torch.zeros(2, 3, dtype=f64)
+    x = sampling.correlated_means(G, L, gen, 40_000, 1, 4)[:, 0].reshape(-1, d)
+    prods = x.unsqueeze(-1) * x.unsqueeze(-2)
+    m, se = stats.mean_stderr(prods)
+    stats.assert_agrees(m, se, cov / 4)
+    stats.assert_rejects(m, se, cov)
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        sampling.covariance_factor(-cov)
+    with pytest.raises(ValueError, match="factor must be"):
+        sampling.correlated_means(G, L[:5, :5], gen, 2, 1, 1)

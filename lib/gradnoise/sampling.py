@@ -106,3 +106,42 @@ def ar1_steps(innovations: torch.Tensor, rho: float, dim: int = -3) -> torch.Ten
     K = torch.where(lag >= 0, float(rho) ** lag.clamp_min(0), torch.zeros_like(lag))
     K[:, 1:] *= math.sqrt(1 - float(rho) ** 2)
     return (z @ K.T).movedim(-1, dim)
+
+
+def covariance_factor(cov: torch.Tensor) -> torch.Tensor:
+    r"""A factor :math:`L` with :math:`LL^\top = \Sigma` of a symmetric PSD ``d x d`` covariance (by ``eigh``).
+
+    Works for singular :math:`\Sigma` (zero eigenvalues give zero columns), unlike a Cholesky factor.
+    """
+    checks.matrix(cov, "cov")
+    checks.exact_dtype(cov, "cov")
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
+        raise ValueError(f"cov must be a square matrix, got shape {tuple(cov.shape)}")
+    if not torch.allclose(cov, cov.mT, rtol=1e-10, atol=1e-12 * float(cov.abs().max())):
+        raise ValueError("cov must be symmetric")
+    w, Q = torch.linalg.eigh(cov)
+    if float(w[0]) < -1e-10 * float(w[-1].abs()):
+        raise ValueError(f"cov must be positive semi-definite; smallest eigenvalue {float(w[0]):.3g}")
+    return Q * w.clamp_min(0).sqrt()
+
+
+def correlated_means(G: torch.Tensor, factor: torch.Tensor, generator: torch.Generator, trials: int,
+                     blocks: int, tokens: int) -> torch.Tensor:
+    r"""Means of ``blocks`` micro-batches of ``tokens`` Gaussian per-token gradients with a general covariance.
+
+    A token is :math:`G + \delta` with :math:`\mathrm{vec}(\delta) \sim N(0, LL^\top)` on the row-major
+    entries, ``factor`` :math:`= L` (``mn x mn``; see :func:`covariance_factor`). The mean of ``tokens`` of
+    them is drawn from its exact law :math:`N(G, LL^\top/\mathrm{tokens})`. Shape ``(trials, blocks, m, n)``.
+    """
+    checks.matrix(G, "G")
+    checks.matrix(factor, "factor")
+    checks.generator(generator)
+    d = G.shape[-2] * G.shape[-1]
+    if factor.shape != (d, d):
+        raise ValueError(f"factor must be ({d}, {d}) for G of shape {tuple(G.shape[-2:])}, got {tuple(factor.shape)}")
+    trials = checks.positive_int(trials, "trials")
+    blocks = checks.positive_int(blocks, "blocks")
+    tokens = checks.positive_int(tokens, "tokens")
+    checks.allocation((trials, blocks, d), G.dtype, "correlated_means")
+    z = torch.randn(trials, blocks, d, generator=generator, dtype=G.dtype, device=generator.device)
+    return G + (z @ factor.mT / math.sqrt(tokens)).reshape(trials, blocks, *G.shape[-2:])
