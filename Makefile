@@ -36,6 +36,7 @@ book: inputs
 test: inputs
 	$(PYTEST) --durations=15 tests --ignore=tests/test_site.py
 	$(BIN)/jupyter-book build . -n -W --keep-going
+	GRADNOISE_EDITION=student $(BIN)/jupyter-book build . -n -W --keep-going --path-output _build/student
 	$(BIN)/python -m pytest tests/test_site.py
 
 # The student edition: every exercise's solution (text and code) left out of the pages and of the
@@ -49,12 +50,16 @@ test-seeds: inputs
 	@for s in $(SEEDS); do echo "== GRADNOISE_SEED=$$s"; \
 		GRADNOISE_SEED=$$s GRADNOISE_EVIDENCE= $(PYTEST) -q -p no:randomly tests --ignore=tests/test_site.py || exit 1; done
 
-# Refresh requirements.lock from requirements.txt (uv's resolver, in a throw-away venv).
+# Refresh requirements.lock from requirements.txt (uv's resolver, in a throw-away venv). It resolves from
+# scratch (not preferring the old pins) and, where this machine offers the CPU build of torch in
+# /opt/wheels, from that build's metadata, so the lock holds no CUDA packages; the local label (+cpu) is
+# dropped so that `torch==X` matches whichever build of X the machine has.
 lock:
 	rm -rf _build/uv && $(PYTHON) -m venv _build/uv && _build/uv/bin/python -m pip install --quiet uv
 	_build/uv/bin/uv pip compile requirements.txt --python-version 3.11 --custom-compile-command "make lock" \
-		$$(test -d /opt/wheels && echo --find-links /opt/wheels) -o requirements.lock
-	sed -i 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' requirements.lock
+		$$(test -d /opt/wheels && echo --find-links /opt/wheels) -o _build/uv/requirements.lock
+	sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' _build/uv/requirements.lock > requirements.lock
+	! grep -n -i -E '^(nvidia-|cuda-|triton==)' requirements.lock
 
 clean:
 	rm -rf _build tests/_notebooks

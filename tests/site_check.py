@@ -257,6 +257,8 @@ return {
   stderrOutputs: all('.output.stderr').map(el => el.textContent),
   links: all('a[href]').map(a => ({href: a.getAttribute('href'), url: a.href})),
   resources: performance.getEntriesByType('resource').map(entry => entry.name),
+  exercises: all('.exercise').length,
+  solutions: all('.solution').map(el => el.className),
 };
 """
 

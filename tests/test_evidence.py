@@ -64,7 +64,14 @@ def test_coarse_checks_are_explained(path):
                 "the chapter must say why that is enough in a paragraph that names the check and its resolution")
 
 
-def test_recorder_files_and_memory(tmp_path, monkeypatch):
+@pytest.fixture
+def no_chapter_after():
+    """The recorder's chapter must not outlive a test (later tests would file checks under it)."""
+    yield
+    evidence.end()
+
+
+def test_recorder_files_and_memory(tmp_path, monkeypatch, no_chapter_after):
     monkeypatch.setenv(evidence.ENV_VAR, str(tmp_path))
     evidence.begin("unit-chapter")
     est = torch.tensor([1.0, 2.0], dtype=torch.float64)
@@ -85,7 +92,7 @@ def test_recorder_files_and_memory(tmp_path, monkeypatch):
     assert evidence.records("unit-chapter") == []
 
 
-def test_recorder_bad_input(tmp_path):
+def test_recorder_bad_input(tmp_path, no_chapter_after):
     with pytest.raises(ValueError, match="chapter name"):
         evidence.begin("no spaces please")
     with pytest.raises(ValueError, match="claim"):

@@ -11,6 +11,10 @@ Each page is loaded once; the checks of ``site_check.py`` then report, per page:
 page names, in ``<meta name="site-check-expect">``, exactly the checks it must fail; the good pages
 must pass all of them. Screenshots of the ledger and the first chapter go to ``_build/screenshots/``.
 Set ``SITE_CHECK_BOOK`` to test another book folder than this repository.
+
+Both editions are tested: in the default edition every chapter has its exercise and a folded solution;
+in the student edition (``make student``, ``_build/student``) every chapter has its exercise and no
+solution — not on the page, not in the downloadable notebook, not in the downloadable source.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import site_check
 HERE = pathlib.Path(__file__).resolve().parent
 BOOK = pathlib.Path(os.environ.get("SITE_CHECK_BOOK", HERE.parent)).resolve()
 HTML = BOOK / "_build" / "html"
+STUDENT_HTML = BOOK / "_build" / "student" / "_build" / "html"     # make student
 SCREENSHOTS = BOOK / "_build" / "screenshots"
 FIXTURES = HERE / "site_fixtures"
 
@@ -103,6 +108,38 @@ def test_internal_links(page, links):
 
 def test_no_external_requests(page):
     report(site_check.check_external(page), f"the requests of {page.name}")
+
+
+def test_full_edition_folds_solutions(page):
+    if page.name not in CHAPTERS:
+        pytest.skip("not a chapter")
+    assert page.dom["exercises"] >= 1, f"{page.name} shows no exercise"
+    assert page.dom["solutions"], f"{page.name} shows no solution"
+    unfolded = [c for c in page.dom["solutions"] if "dropdown" not in c.split()]
+    assert not unfolded, f"{page.name}: solutions not folded: {unfolded}"
+
+
+@pytest.fixture(scope="session")
+def student_url():
+    if not (STUDENT_HTML / "index.html").exists():
+        pytest.fail(f"{STUDENT_HTML / 'index.html'} is missing: run `make student` first", pytrace=False)
+    with site_check.serve(STUDENT_HTML) as url:
+        yield url
+
+
+@pytest.mark.parametrize("entry", CHAPTERS)
+def test_student_edition_has_no_solutions(entry, browser, student_url, links):
+    page = site_check.visit(browser, f"{student_url}{entry}.html", name=f"student:{entry}")
+    problems = [f"{check}: {p}" for check, found in site_check.run_checks(page, links, require_figure=True).items()
+                for p in found]
+    report(problems, f"the student edition of {entry}")
+    assert page.dom["exercises"] >= 1, f"student {entry} shows no exercise"
+    assert not page.dom["solutions"], f"student {entry} shows {len(page.dom['solutions'])} solution(s)"
+    assert "Solution to" not in page.dom["fullText"], f"student {entry} still says 'Solution to'"
+    for suffix in (".ipynb", ".md"):
+        download = STUDENT_HTML / "_sources" / f"{entry}{suffix}"
+        assert download.exists(), f"{download} is not offered"
+        assert "solution-start" not in download.read_text(), f"{download} still holds a solution"
 
 
 @pytest.mark.parametrize("page", SCREENSHOT_PAGES, ids=SCREENSHOT_PAGES, indirect=True)

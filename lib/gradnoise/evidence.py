@@ -68,6 +68,12 @@ def _check_claim(claim) -> None:
         raise ValueError(f"claim must be a claim ID such as '000-C7', got {claim!r}")
 
 
+def end() -> None:
+    """Stop filing checks under the current chapter (they are kept in memory as ``unnamed``)."""
+    _state["chapter"] = None
+    _state["claim"] = None
+
+
 def current() -> str | None:
     """The chapter named by the last :func:`begin` (``None`` before any)."""
     return _state["chapter"]

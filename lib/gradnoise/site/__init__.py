@@ -10,6 +10,8 @@ Enabled in ``_config.yml`` under ``sphinx: extra_extensions: [gradnoise.site]``.
   chapter and claim, with its worst |z| and its resolution;
 - ``{build-info}``: the versions of the tools and the device the build computed on;
 - the executed notebook of every chapter in the page's download menu (``.ipynb`` beside ``.md``);
+- the student edition (``GRADNOISE_EDITION=student``, see :mod:`gradnoise.site.edition`): no solutions
+  in the pages, the notebooks or the sources offered for download;
 - a clean-up of a script that sphinx-thebe registers once per read and Sphinx then writes twice into
   every page (a ``const`` declared twice is a console error).
 """
@@ -23,6 +25,7 @@ from collections import Counter
 from docutils import nodes
 from sphinx.util.docutils import SphinxDirective
 
+from . import edition as _edition
 from . import ledger as _ledger
 
 CATALOGUE = "claims.yml"
@@ -176,7 +179,12 @@ def _offer_notebook_download(app, pagename, templatename, context, doctree):
         return
     target = pathlib.Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(executed, target)
+    if _edition.edition() == "student":
+        import nbformat
+
+        nbformat.write(_edition.strip_notebook(nbformat.read(executed, as_version=4)), target)
+    else:
+        shutil.copy2(executed, target)
     context["ipynb_source"] = f"{pagename}.ipynb"
 
 
@@ -295,6 +303,9 @@ def _check_device(app):
 
 def setup(app):
     _check_device(app)
+    _edition.edition()                                   # a wrong GRADNOISE_EDITION stops here, in one line
+    app.connect("doctree-read", _edition.remove_solution_nodes)
+    app.connect("build-finished", _edition.strip_downloads)
     app.add_node(evidence_placeholder)
     app.add_directive("evidence-table", EvidenceTable)
     app.connect("doctree-resolved", _fill_evidence)

@@ -18,7 +18,7 @@ import shutil
 import sys
 
 INPUT_GLOBS = ("lib/**/*.py", "pyproject.toml", "requirements*.txt", "requirements*.lock", "_config.yml")
-DERIVED = (".jupyter_cache", ".doctrees", "jupyter_execute", "html", "evidence")
+DERIVED = (".jupyter_cache", ".doctrees", "jupyter_execute", "html", "evidence", "student")
 STAMP = ".inputs-hash"
 
 
