@@ -57,3 +57,41 @@ def test_difference_and_loglog_slope():
         stats.loglog_slope(x, -x)
     with pytest.raises(ValueError, match="equal length"):
         stats.loglog_slope(x, x[:3])
+
+
+def test_exact_checks():
+    assert stats.assert_close(1.0, 1.0 + 1e-12) < 1e-10
+    with pytest.raises(AssertionError, match="relative error"):
+        stats.assert_close(1.0, 1.001)
+    stats.assert_close(1e-17, 0.0, atol=1e-15)                     # a zero expected value needs atol
+    with pytest.raises(AssertionError):
+        stats.assert_close(1e-17, 0.0)
+    assert stats.assert_differs(1.0, 2.0) == pytest.approx(0.5)
+    with pytest.raises(AssertionError, match="does not tell"):
+        stats.assert_differs(1.0, 1.0 + 1e-9)
+
+
+def test_differs_from_zero_needs_an_absolute_scale():
+    """Against zero a relative distance is always 1, even for rounding noise: the check could not fail."""
+    with pytest.raises(ValueError, match="identically zero"):
+        stats.assert_differs(torch.tensor([1e-16]), 0.0)
+    with pytest.raises(AssertionError, match="not told apart from zero"):
+        stats.assert_differs(torch.tensor([1e-16]), 0.0, atol=1e-8)
+    assert stats.assert_differs(torch.tensor([0.3]), torch.zeros(1), atol=1e-8) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("z", [float("nan"), float("inf"), 0, -1, "5", None, True])
+def test_bounds_that_cannot_fail_are_refused(z):
+    est, se = torch.tensor([1.0, 2.0], dtype=f64), torch.tensor([0.1, 0.1], dtype=f64)
+    with pytest.raises(ValueError, match="z must be a finite positive number"):
+        stats.assert_agrees(est, se, est, z=z)
+    with pytest.raises(ValueError, match="z must be a finite positive number"):
+        stats.assert_rejects(est, se, 0.0, z=z)
+
+
+@pytest.mark.parametrize("bad", [torch.tensor([]), float("inf")])
+def test_stderr_and_empty_inputs_are_refused(bad):
+    with pytest.raises(ValueError):
+        stats.assert_agrees(torch.tensor([1.0]), bad, 1.0)
+    with pytest.raises(ValueError):
+        stats.assert_agrees(torch.tensor([]), 1.0, 1.0)

@@ -92,7 +92,7 @@ def z_scores(estimate, stderr, predicted) -> torch.Tensor:
 
 def _bound(z, name: str = "z") -> float:
     """A bound must be a finite positive number (nan, inf, 0 or a negative bound make a check that cannot fail)."""
-    if isinstance(z, bool):
+    if isinstance(z, (bool, str, bytes)) or z is None:
         raise ValueError(f"{name} must be a finite positive number, got {z!r}")
     try:
         value = float(z)
@@ -182,29 +182,48 @@ def _relative_error(a: torch.Tensor, e: torch.Tensor) -> float:
     return diff / scale if scale > 0 else 0.0
 
 
-def assert_close(actual, expected, rtol: float = 1e-10, what: str = "value", claim: str | None = None) -> float:
+def assert_close(actual, expected, rtol: float = 1e-10, what: str = "value", claim: str | None = None,
+                 atol: float = 0.0) -> float:
     r"""An exact check (symbolic, enumerated or deterministic): ``actual`` equals ``expected`` to rounding.
 
-    Passes when :math:`\max|a - e| \le` ``rtol`` :math:`\cdot\max(|a|, |e|)`; returns that relative error.
-    Listed as *exact* on the evidence page; pair it with :func:`assert_differs` on the wrong alternative.
+    Passes when :math:`\max|a - e| \le` ``rtol`` :math:`\cdot\max(|a|, |e|)` or, if ``atol`` is given,
+    :math:`\max|a - e| \le` ``atol`` (for an expected value of zero, which has no relative scale).
+    Returns the relative error. Listed as *exact* on the evidence page; pair it with
+    :func:`assert_differs` on the wrong alternative.
     """
     tol = _bound(rtol, "rtol")
+    atol = checks.positive_real(atol, "atol", allow_zero=True)
     a, e = _exact_pair(actual, expected, ("actual", "expected"))
     err = _relative_error(a, e)
-    if err > tol:
-        raise AssertionError(f"{what} differs from the exact value: relative error {err:.3g} > rtol = {tol:.3g}")
+    if err > tol and not (atol > 0 and (a - e).abs().max().item() <= atol):
+        raise AssertionError(f"{what} differs from the exact value: relative error {err:.3g} > rtol = {tol:.3g}"
+                             + (f" and absolute error {(a - e).abs().max().item():.3g} > atol = {atol:.3g}" if atol else ""))
     evidence.record("exact", what, a.numel(), err, tol, None, claim)
     return err
 
 
-def assert_differs(actual, wrong, rtol: float = 1e-6, what: str = "value", claim: str | None = None) -> float:
+def assert_differs(actual, wrong, rtol: float = 1e-6, what: str = "value", claim: str | None = None,
+                   atol: float | None = None) -> float:
     r"""An exact rejection: ``actual`` is farther than ``rtol`` (relative) from the ``wrong`` value.
 
     The relative distance :math:`\max|a - w|/\max(|a|, |w|)` must be at least ``rtol`` (default
-    :math:`10^{-6}`, orders of magnitude above rounding); returns it.
+    :math:`10^{-6}`, orders of magnitude above rounding); returns it. A ``wrong`` value that is
+    identically zero has no relative scale — every nonzero ``actual``, rounding noise included, would be
+    at relative distance 1 — so it needs ``atol``: the check is then :math:`\max|a| \ge` ``atol``.
     """
     tol = _bound(rtol, "rtol")
     a, w = _exact_pair(actual, wrong, ("actual", "wrong"))
+    if atol is not None:
+        atol = checks.positive_real(atol, "atol")
+    if not bool((w != 0).any()):
+        if atol is None:
+            raise ValueError("wrong is identically zero, so a relative distance cannot fail; pass atol, "
+                             "the smallest absolute distance from zero that counts as different")
+        dist = (a - w).abs().max().item()
+        if dist < atol:
+            raise AssertionError(f"{what} is not told apart from zero: max |actual| = {dist:.3g} < atol = {atol:.3g}")
+        evidence.record("differs", what, a.numel(), dist, atol, None, claim)
+        return dist
     dist = _relative_error(a, w)
     if dist < tol:
         raise AssertionError(f"{what} does not tell the wrong value apart: relative distance {dist:.3g} < {tol:.3g}")
