@@ -34,7 +34,7 @@ book: inputs
 	$(BIN)/jupyter-book build . -n -W --keep-going
 
 test: inputs
-	$(PYTEST) --durations=15 tests --ignore=tests/test_site.py
+	GRADNOISE_CACHE=$(CURDIR)/_build/.jupyter_cache $(PYTEST) --durations=15 tests --ignore=tests/test_site.py
 	$(BIN)/jupyter-book build . -n -W --keep-going
 	GRADNOISE_EDITION=student $(BIN)/jupyter-book build . -n -W --keep-going --path-output _build/student
 	$(BIN)/python -m pytest tests/test_site.py
@@ -44,11 +44,17 @@ test: inputs
 student: inputs
 	GRADNOISE_EDITION=student $(BIN)/jupyter-book build . -n -W --keep-going --path-output _build/student
 
-# Every chapter and unit test under base seeds 1..20, chapters in two parallel sessions (slow; not CI).
+# Every chapter and unit test under base seeds 1..20, JOBS seeds at a time (one torch thread each), each
+# with its own evidence folder so that the evidence tests run for every seed too. Slow; not part of CI.
 SEEDS ?= $(shell seq 1 20)
+JOBS ?= 2
 test-seeds: inputs
-	@for s in $(SEEDS); do echo "== GRADNOISE_SEED=$$s"; \
-		GRADNOISE_SEED=$$s GRADNOISE_EVIDENCE= $(PYTEST) -q -p no:randomly tests --ignore=tests/test_site.py || exit 1; done
+	@mkdir -p _build/seeds
+	@echo $(SEEDS) | tr ' ' '\n' | xargs -P $(JOBS) -I{} sh -c '\
+		GRADNOISE_SEED={} OMP_NUM_THREADS=1 GRADNOISE_EVIDENCE=$(CURDIR)/_build/seeds/evidence-{} \
+		$(PYTEST) -q tests --ignore=tests/test_site.py > _build/seeds/seed-{}.log 2>&1 \
+		&& echo "seed {}: $$(tail -n 1 _build/seeds/seed-{}.log)" \
+		|| { echo "seed {}: FAILED (_build/seeds/seed-{}.log)"; grep -E "^(FAILED|ERROR)" _build/seeds/seed-{}.log; exit 255; }'
 
 # Refresh requirements.lock from requirements.txt (uv's resolver, in a throw-away venv). It resolves from
 # scratch (not preferring the old pins) and, where this machine offers the CPU build of torch in

@@ -8,7 +8,9 @@ passes when none of its cells raises, so the chapter's own assertions are the te
 **One execution per chapter.** nbval keeps each cell's outputs (``item.test_outputs``). When every cell
 of a chapter has passed, the chapter with those outputs is stored in the book's execution cache
 (jupyter-cache, ``_build/.jupyter_cache``, the store MyST-NB's ``execute_notebooks: cache`` reads), keyed
-exactly as MyST-NB keys it: by the code cells and the kernelspec. ``make test`` runs this session first,
+exactly as MyST-NB keys it: by the code cells and the kernelspec — when ``GRADNOISE_CACHE`` names that
+cache (``make test`` sets it; ``make test-seeds`` does not, so other seeds never reach the site). ``make
+test`` runs this session first,
 so the book build that follows takes every chapter from the cache instead of executing it again
 (``make book`` on its own still executes whatever the cache lacks).
 
@@ -29,7 +31,7 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = pathlib.Path(__file__).resolve().parent / "_notebooks"
-CACHE = ROOT / "_build" / ".jupyter_cache"
+CACHE_VAR = "GRADNOISE_CACHE"   # make test sets it to _build/.jupyter_cache; unset, nothing is handed over
 
 
 def toc_files(toc_path: pathlib.Path = ROOT / "_toc.yml") -> list[str]:
@@ -128,12 +130,13 @@ def pytest_runtest_makereport(item, call):
 def pytest_sessionfinish(session, exitstatus):
     """Store every chapter whose cells all passed, with nbval's outputs, in the book's execution cache."""
     config = session.config
-    if not config._gradnoise_outputs:
+    target = os.environ.get(CACHE_VAR, "").strip()
+    if not target or not getattr(config, "_gradnoise_outputs", None):
         return
     from jupyter_cache import get_cache
     from jupyter_cache.base import CacheBundleIn
 
-    cache = get_cache(str(CACHE))
+    cache = get_cache(target)
     for fspath, state in config._gradnoise_outputs.items():
         source = config._gradnoise_sources[fspath]
         notebook = jupytext.read(source)
