@@ -304,3 +304,12 @@ def test_polar_expansion_matches_derivative_and_second_difference(gen):
         second = (ortho.polar_factor(G + h * E, method="svd") + ortho.polar_factor(G - h * E, method="svd")
                   - 2 * ortho.polar_factor(G, method="svd")) / (2 * h**2)
         assert torch.allclose(Q2, second, atol=1e-5 * Q2.abs().max().item()), shape
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (32, 64), (6, 4)])
+def test_newton_schulz_equals_torch_muon_helper_bit_for_bit(gen, shape):
+    helper = pytest.importorskip("torch.optim._muon")._zeropower_via_newtonschulz
+    G = torch.randn(*shape, generator=gen, dtype=torch.float32)
+    ours = ortho.newton_schulz(G, dtype=torch.bfloat16)
+    theirs = helper(G.clone(), (3.4445, -4.7750, 2.0315), 5, 1e-7).float()
+    assert torch.equal(ours, theirs)
