@@ -20,7 +20,7 @@ def test_the_books_chapters_make_a_valid_ledger():
     rows = ledger.ledger(CATALOGUE, chapters)
     assert len(rows) == len(ledger.catalogue(CATALOGUE)) and len(rows) > 30
     covered = [r for r in rows if r.chapter]
-    assert len(covered) == sum(len(ledger.front_matter(p)["claims"]) for p in chapters.values())
+    assert len(covered) == sum(len(ledger.front_matter(p).get("claims") or {}) for p in chapters.values())
     for r in covered:
         assert r.verdict in ledger.VERDICTS and r.title
         assert r.verdict == "holds" or r.verdict_note
@@ -96,3 +96,13 @@ def test_catalogue_entry_missing_a_key(tmp_path):
     cat.write_text("claims:\n- id: 000-C1\n  note: '000'\n")
     with pytest.raises(ValueError, match="lacks statement"):
         ledger.catalogue(cat)
+
+
+def test_every_chapter_claims_or_retests():
+    """A chapter either covers catalogued claims or says which earlier verdicts it re-tests."""
+    known = {c["id"] for c in ledger.catalogue(CATALOGUE)}
+    for path in chapter_sources():
+        meta = ledger.front_matter(path)
+        claims, retests = meta.get("claims") or {}, meta.get("retests") or []
+        assert claims or retests, f"{path.stem} neither claims nor re-tests anything"
+        assert set(retests) <= known, f"{path.stem} re-tests unknown claims {set(retests) - known}"
