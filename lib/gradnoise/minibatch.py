@@ -1,0 +1,187 @@
+r"""Minibatches of a finite data set: every batch enumerated, or many batches sampled at once.
+
+A data set is a tensor of per-example gradients ``g`` shaped ``(..., n, d)``. A *scheme* says how
+``m`` batches of ``B`` examples are drawn from it at one :math:`\theta`:
+
+- ``"with"``: each batch is ``B`` indices drawn independently and uniformly (with replacement), and the
+  ``m`` batches are independent;
+- ``"without"``: each batch is a uniformly random ``B``-subset (without replacement), the ``m`` batches
+  independent of each other;
+- ``"epoch"``: one uniformly random permutation of the data set is cut into ``m`` consecutive, disjoint
+  batches (``m B <= n``), as in one epoch of shuffled training.
+
+:func:`batch_indices` lists every equally likely outcome of a scheme, so that expectations over batches
+are exact averages (to rounding); :func:`sample_indices` draws many outcomes at once for Monte Carlo.
+:func:`batch_means` turns either into minibatch means :math:`g_{\mathcal B_j} = \frac1B\sum_{i\in\mathcal B_j} g_i`.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+
+from . import checks
+
+SCHEMES = ("with", "without", "epoch")
+
+
+def _scheme(scheme: str) -> str:
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    return scheme
+
+
+def _sizes(n: int, batch: int, batches: int, scheme: str) -> None:
+    checks.positive_int(n, "n")
+    checks.positive_int(batch, "batch")
+    checks.positive_int(batches, "batches")
+    if scheme == "without" and batch > n:
+        raise ValueError(f"batch = {batch} exceeds n = {n} (sampling without replacement)")
+    if scheme == "epoch" and batch * batches > n:
+        raise ValueError(f"batch * batches = {batch * batches} exceeds n = {n} (disjoint batches of one epoch)")
+
+
+def enumeration_size(n: int, batch: int, batches: int = 1, scheme: str = "with") -> int:
+    r"""How many equally likely outcomes :func:`batch_indices` lists.
+
+    ``"with"``: :math:`n^{mB}`; ``"without"``: :math:`\binom nB^m`; ``"epoch"``:
+    :math:`n!/\big((B!)^m (n-mB)!\big)` (ordered sequences of disjoint unordered batches).
+    """
+    scheme = _scheme(scheme)
+    _sizes(n, batch, batches, scheme)
+    if scheme == "with":
+        return n ** (batch * batches)
+    if scheme == "without":
+        return math.comb(n, batch) ** batches
+    return math.factorial(n) // (math.factorial(batch) ** batches * math.factorial(n - batch * batches))
+
+
+def batch_indices(n: int, batch: int, batches: int = 1, scheme: str = "with", limit: int = 2_000_000,
+                  device=None) -> torch.Tensor:
+    r"""Every equally likely outcome of ``scheme``: a long tensor ``(outcomes, batches, batch)``.
+
+    Each row is one outcome, a list of ``batches`` batches of ``batch`` indices into ``range(n)``; the
+    uniform average over rows of any function of the batches is its exact expectation under the scheme.
+    With replacement the rows are all :math:`n^{mB}` ordered index tuples; without replacement all
+    subsets (order within a batch does not change its mean); for an epoch all ordered sequences of
+    disjoint subsets. Raises ``ValueError`` when there are more than ``limit`` outcomes.
+    """
+    scheme = _scheme(scheme)
+    size = enumeration_size(n, batch, batches, scheme)
+    if size > limit:
+        raise ValueError(f"limit: {size} outcomes to enumerate exceed limit = {limit}")
+    if scheme == "with":
+        rows = list(itertools.product(range(n), repeat=batch * batches))
+    elif scheme == "without":
+        subsets = list(itertools.combinations(range(n), batch))
+        rows = [sum(c, ()) for c in itertools.product(subsets, repeat=batches)]
+    else:
+        def disjoint(left, k):
+            if k == 0:
+                yield ()
+                return
+            for c in itertools.combinations(left, batch):
+                rest = tuple(i for i in left if i not in c)
+                for tail in disjoint(rest, k - 1):
+                    yield c + tail
+        rows = list(disjoint(tuple(range(n)), batches))
+    out = torch.tensor(rows, dtype=torch.long, device=device)
+    return out.reshape(size, batches, batch)
+
+
+def sample_indices(n: int, batch: int, batches: int, trials: int, gen: torch.Generator,
+                   scheme: str = "with") -> torch.Tensor:
+    """``trials`` independent outcomes of ``scheme``, drawn at once: a long tensor ``(trials, batches, batch)``
+    on the generator's device."""
+    scheme = _scheme(scheme)
+    _sizes(n, batch, batches, scheme)
+    checks.positive_int(trials, "trials")
+    dev = gen.device
+    if scheme == "with":
+        return torch.randint(n, (trials, batches, batch), generator=gen, device=dev)
+    if scheme == "without":
+        keys = torch.rand(trials, batches, n, generator=gen, device=dev)
+        return keys.argsort(dim=-1)[..., :batch]
+    keys = torch.rand(trials, n, generator=gen, device=dev)
+    return keys.argsort(dim=-1)[:, : batch * batches].reshape(trials, batches, batch)
+
+
+def batch_means(g: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    r"""Minibatch means :math:`g_{\mathcal B} = \frac1B\sum_{i\in\mathcal B} g_i`.
+
+    ``g`` is ``(n, d)`` and ``indices`` ``(..., B)`` gives ``(..., d)``; or ``g`` is ``(T, n, d)`` (one
+    data set per trial) and ``indices`` ``(T, ..., B)`` gives ``(T, ..., d)``.
+    """
+    checks.matrix(g, "g", min_ndim=2)
+    if indices.dtype != torch.long:
+        raise ValueError(f"indices must be a long tensor, got {indices.dtype}")
+    n = g.shape[-2]
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= n):
+        raise ValueError(f"indices must lie in [0, {n})")
+    if g.ndim == 2:
+        return g[indices].mean(dim=-2)
+    if g.ndim == 3 and indices.shape[0] == g.shape[0]:
+        flat = indices.reshape(g.shape[0], -1)
+        picked = torch.gather(g, 1, flat.unsqueeze(-1).expand(-1, -1, g.shape[-1]))
+        return picked.reshape(*indices.shape, g.shape[-1]).mean(dim=-2)
+    raise ValueError(f"g must be (n, d), or (T, n, d) with indices (T, ..., B); got {tuple(g.shape)} "
+                     f"and {tuple(indices.shape)}")
+
+
+def empirical_covariance(g: torch.Tensor) -> torch.Tensor:
+    r""":math:`\Sigma_{\rm emp} = \frac1n\sum_i (g_i - g_n)(g_i - g_n)^\top` of ``g`` ``(..., n, d)`` (divisor
+    :math:`n`, not :math:`n-1`), shaped ``(..., d, d)``."""
+    checks.matrix(g, "g", min_ndim=2)
+    c = g - g.mean(dim=-2, keepdim=True)
+    return c.transpose(-1, -2) @ c / g.shape[-2]
+
+
+def exact_moments(g: torch.Tensor, batch: int, scheme: str = "with"):
+    r"""Exact mean ``(..., d)`` and covariance ``(..., d, d)`` of one minibatch mean, by enumeration.
+
+    Averages over every equally likely batch of ``scheme`` (``"with"`` or ``"without"``), so the result
+    is exact to rounding for any data set ``g`` ``(..., n, d)``.
+    """
+    checks.matrix(g, "g", min_ndim=2)
+    if _scheme(scheme) == "epoch":
+        raise ValueError("scheme must be 'with' or 'without' for the moments of one batch")
+    idx = batch_indices(g.shape[-2], batch, 1, scheme, device=g.device)[:, 0]       # (N, B)
+    means = g[..., idx, :].mean(dim=-2)                                            # (..., N, d)
+    mu = means.mean(dim=-2)
+    c = means - mu.unsqueeze(-2)
+    return mu, c.transpose(-1, -2) @ c / means.shape[-2]
+
+
+def covariance_estimate(means: torch.Tensor, batch: int) -> torch.Tensor:
+    r"""The note's estimator :math:`\hat\Sigma = \frac{B}{m-1}\sum_j (g_{\mathcal B_j}-\bar g)(g_{\mathcal B_j}-\bar g)^\top`.
+
+    ``means`` is ``(..., m, d)`` (``m >= 2`` batch means at one :math:`\theta`); returns ``(..., d, d)``.
+    Whether it is unbiased for :math:`\Sigma_{\rm emp}` depends on the scheme (chapter
+    *minibatch-covariance*): multiply by :func:`estimate_correction`.
+    """
+    checks.matrix(means, "means", min_ndim=2)
+    checks.positive_int(batch, "batch")
+    m = means.shape[-2]
+    if m < 2:
+        raise ValueError(f"means needs m >= 2 batches, got {m}")
+    c = means - means.mean(dim=-2, keepdim=True)
+    return batch * (c.transpose(-1, -2) @ c) / (m - 1)
+
+
+def estimate_correction(n: int, batch: int, scheme: str) -> float:
+    r"""The factor :math:`c` with :math:`\E[c\,\hat\Sigma] = \Sigma_{\rm emp}` under ``scheme``.
+
+    ``"with"``: 1; ``"without"`` (independent batches): :math:`(n-1)/(n-B)`; ``"epoch"`` (``m >= 2``
+    disjoint batches, :math:`mB \le n`): :math:`(n-1)/n`.
+    """
+    scheme = _scheme(scheme)
+    checks.positive_int(n, "n", 2)
+    checks.positive_int(batch, "batch")
+    if batch > n or (scheme == "without" and batch == n):
+        raise ValueError(f"batch = {batch} must be below n = {n}")
+    if scheme == "with":
+        return 1.0
+    if scheme == "without":
+        return (n - 1) / (n - batch)
+    return (n - 1) / n
