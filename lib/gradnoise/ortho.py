@@ -361,6 +361,17 @@ def _factors(G: torch.Tensor, cov, factors) -> torch.Tensor:
     return (Q * w.clamp_min(0).sqrt()).mT.reshape(m * n, m, n)
 
 
+def _factor_parts(G, cov, factors, chunk):
+    """The frame of ``G`` and the covariance factors made wide, in chunks of ``chunk``."""
+    checks.matrix(G, "G")
+    if G.ndim != 2:
+        raise ValueError(f"G must be a single matrix, got shape {tuple(G.shape)}")
+    F = _factors(G, cov, factors)
+    chunk = checks.positive_int(chunk, "chunk")
+    U, s, V, transposed = _wide_frame(G)
+    return U, s, V, transposed, [part.mT if transposed else part for part in F.split(chunk)]
+
+
 def polar_bias(G: torch.Tensor, cov: torch.Tensor | None = None, factors: torch.Tensor | None = None,
                chunk: int = 2048) -> torch.Tensor:
     r"""The bias coefficient :math:`b(\Sigma)` for a general per-token covariance, in closed form.
@@ -373,15 +384,8 @@ def polar_bias(G: torch.Tensor, cov: torch.Tensor | None = None, factors: torch.
     :math:`(g_x - \bar g)/\sqrt N` for the covariance of a finite data set). With
     :math:`\Sigma = \mathrm{var}\,I` this is :func:`polar_bias_isotropic`.
     """
-    checks.matrix(G, "G")
-    if G.ndim != 2:
-        raise ValueError(f"G must be a single matrix, got shape {tuple(G.shape)}")
-    F = _factors(G, cov, factors)
-    checks.positive_int(chunk, "chunk")
-    U, s, V, transposed = _wide_frame(G)
-    total = torch.zeros(U.shape[-1], V.shape[-1], dtype=G.dtype, device=G.device)
-    for part in F.split(chunk):
-        total = total + _expansion_terms(U, s, V, part.mT if transposed else part)[1].sum(0)
+    U, s, V, transposed, parts = _factor_parts(G, cov, factors, chunk)
+    total = sum(_expansion_terms(U, s, V, part)[1].sum(0) for part in parts)
     return _back(U, V, total, transposed)
 
 
@@ -393,14 +397,5 @@ def polar_linear_variance(G: torch.Tensor, cov: torch.Tensor | None = None, fact
     :math:`\mathrm{tr}\,\mathrm{Cov}\,\mathrm{Ortho}(G + E_n) = \sigma_L^2/n + O(n^{-2})`. Equals
     :math:`-2\langle\mathrm{Ortho}(G), b(\Sigma)\rangle`.
     """
-    checks.matrix(G, "G")
-    if G.ndim != 2:
-        raise ValueError(f"G must be a single matrix, got shape {tuple(G.shape)}")
-    F = _factors(G, cov, factors)
-    checks.positive_int(chunk, "chunk")
-    U, s, V, transposed = _wide_frame(G)
-    total = 0.0
-    for part in F.split(chunk):
-        L1 = _expansion_terms(U, s, V, part.mT if transposed else part)[0]
-        total += float((L1**2).sum())
-    return total
+    U, s, V, transposed, parts = _factor_parts(G, cov, factors, chunk)
+    return sum(float((_expansion_terms(U, s, V, part)[0] ** 2).sum()) for part in parts)

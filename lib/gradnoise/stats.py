@@ -92,15 +92,7 @@ def z_scores(estimate, stderr, predicted) -> torch.Tensor:
 
 def _bound(z, name: str = "z") -> float:
     """A bound must be a finite positive number (nan, inf, 0 or a negative bound make a check that cannot fail)."""
-    if isinstance(z, (bool, str, bytes)) or z is None:
-        raise ValueError(f"{name} must be a finite positive number, got {z!r}")
-    try:
-        value = float(z)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"{name} must be a finite positive number, got {z!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite positive number, got {z!r}")
-    return value
+    return checks.positive_real(z, name)
 
 
 def _worst(z: torch.Tensor):

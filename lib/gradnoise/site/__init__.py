@@ -92,16 +92,7 @@ class ClaimsLedger(SphinxDirective):
             summary += nodes.Text(", " if i < 3 else ".")
 
         headers = ["ID", "What the note claims", "Verdict", "Corrected or conditioned statement", "Chapter"]
-        table = nodes.table(classes=["claims-ledger"])
-        group = nodes.tgroup(cols=len(headers))
-        table += group
-        for width in (8, 36, 10, 30, 16):
-            group += nodes.colspec(colwidth=width)
-        head = nodes.thead()
-        group += head
-        head += self._row([nodes.paragraph(text=h) for h in headers])
-        body = nodes.tbody()
-        group += body
+        table, body = self._table(["claims-ledger"], headers, (8, 36, 10, 30, 16))
         for r in rows:
             ident = nodes.paragraph()
             ident += nodes.literal(text=r.id)
@@ -117,6 +108,21 @@ class ClaimsLedger(SphinxDirective):
             body += self._row([ident, nodes.paragraph(text=r.statement), verdict, note, chapter],
                               classes=[f"ledger-{r.verdict or 'none'}"])
         return [summary, table]
+
+    @staticmethod
+    def _table(classes, headers, widths):
+        """``(table, body)``: a docutils table with a header row; rows go into ``body``."""
+        table = nodes.table(classes=classes)
+        group = nodes.tgroup(cols=len(headers))
+        table += group
+        for width in widths:
+            group += nodes.colspec(colwidth=width)
+        head = nodes.thead()
+        group += head
+        head += ClaimsLedger._row([nodes.paragraph(text=h) for h in headers])
+        body = nodes.tbody()
+        group += body
+        return table, body
 
     @staticmethod
     def _row(cells, classes=()):
@@ -237,16 +243,7 @@ def _fill_evidence(app, doctree, docname):
             "each such chapter says why that is enough.")
         out.append(summary)
         headers = ["Chapter", "Claim", "Check", "Kind", "Entries", "Worst |z| or rel. error", "Bound", "Resolution"]
-        table = nodes.table(classes=["evidence-table"])
-        group = nodes.tgroup(cols=len(headers))
-        table += group
-        for width in (14, 8, 34, 8, 6, 10, 8, 10):
-            group += nodes.colspec(colwidth=width)
-        head = nodes.thead()
-        group += head
-        head += ClaimsLedger._row([nodes.paragraph(text=h) for h in headers])
-        body = nodes.tbody()
-        group += body
+        table, body = ClaimsLedger._table(["evidence-table"], headers, (14, 8, 34, 8, 6, 10, 8, 10))
         for r in records:
             chapter = nodes.paragraph()
             target = f"chapters/{r.chapter}"
