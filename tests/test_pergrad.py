@@ -1,0 +1,190 @@
+import pytest
+import torch
+
+import gradnoise
+from gradnoise import pergrad as pg
+from gradnoise import stats
+
+f64 = torch.float64
+
+
+@pytest.fixture(scope="module")
+def data():
+    return pg.digits()
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    return pg.checkpoints((0, 30), data=data)
+
+
+def test_digits_split_and_standardisation(data):
+    assert data.x_train.shape == (1438, 64) and data.x_test.shape == (359, 64)
+    assert data.x_train.dtype == f64 and data.y_train.dtype == torch.int64
+    m, s = data.x_train.mean(0), data.x_train.std(0)
+    assert m.abs().max() < 1e-12
+    assert bool(((s - 1).abs() < 1e-12).logical_or(s == 0).all()) and int((s == 0).sum()) >= 1
+    again = pg.digits()
+    assert torch.equal(again.x_train, data.x_train) and torch.equal(again.y_test, data.y_test)
+    assert sorted(torch.cat([data.y_train, data.y_test]).bincount().tolist()) == sorted(
+        [178, 182, 177, 183, 181, 182, 181, 179, 174, 180])          # load_digits' class counts
+    with pytest.raises(ValueError, match="test_fraction"):
+        pg.digits(test_fraction=1.0)
+
+
+def test_flatten_roundtrip_and_dim(trained):
+    p = trained[1].params
+    v = pg.flatten(p)
+    assert v.shape == (pg.DIM,) and pg.DIM == 64 * 32 + 32 + 32 * 10 + 10
+    back = pg.unflatten(v)
+    assert all(torch.equal(back[n], p[n]) for n in pg.NAMES)
+    with pytest.raises(ValueError, match="vector"):
+        pg.unflatten(v[:-1])
+    with pytest.raises(ValueError, match="params"):
+        pg.flatten({"0.weight": p["0.weight"]})
+
+
+def test_logits_match_the_torch_module_and_batch_over_chains(trained, data):
+    p = trained[1].params
+    model = pg.network()
+    model.load_state_dict(p)
+    x = data.x_train[:50]
+    assert torch.allclose(pg.logits(p, x), model(x), rtol=0, atol=1e-13)
+    stacked = {n: torch.stack([trained[0].params[n], p[n]]) for n in pg.NAMES}
+    both = pg.losses(stacked, x, data.y_train[:50])
+    one = torch.stack([pg.losses(c.params, x, data.y_train[:50]) for c in trained])
+    assert torch.allclose(both, one, rtol=1e-14, atol=0)
+    ce = torch.nn.functional.cross_entropy(model(x), data.y_train[:50])
+    ridge = 0.5 * pg.WEIGHT_DECAY * (pg.flatten(p) ** 2).sum()
+    assert abs(one[1].item() - (ce + ridge).item()) < 1e-14
+
+
+def test_per_example_gradients_three_routes(trained, data):
+    """torch.func per-example gradients = hand-written backprop per example; their mean = autograd G_T."""
+    for cp in trained:
+        x, y = data.x_train, data.y_train
+        grads = pg.per_example_gradients(cp.params, x, y)
+        assert grads["0.weight"].shape == (x.shape[0], 32, 64)
+        G = pg.per_example_gradient_matrix(cp.params, x, y)
+        assert G.shape == (x.shape[0], pg.DIM)
+        by_hand = pg.flatten(pg.minibatch_gradient(cp.params, x.unsqueeze(1), y.unsqueeze(1)), lead=1)
+        assert (G - by_hand).abs().max() < 1e-13
+        assert (G.mean(0) - pg.full_gradient(cp.params, x, y)).abs().max() < 1e-14
+
+
+def test_per_example_gradient_against_finite_differences(trained, data):
+    p, x, y = trained[1].params, data.x_train[:3], data.y_train[:3]
+    G = pg.per_example_gradient_matrix(p, x, y)
+    gen = gradnoise.generator("test:pergrad:fd", device=x.device)
+    u = torch.randn(pg.DIM, generator=gen, dtype=f64, device=x.device)
+    h = 1e-5
+    plus = pg.unflatten(pg.flatten(p) + h * u)
+    minus = pg.unflatten(pg.flatten(p) - h * u)
+    for i in range(3):
+        fd = (pg.losses(plus, x[i:i + 1], y[i:i + 1]) - pg.losses(minus, x[i:i + 1], y[i:i + 1])) / (2 * h)
+        assert abs(fd.item() - (G[i] @ u).item()) < 1e-8 * max(1.0, abs(fd.item()))
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook")
+def test_per_example_gradients_agree_with_backpack(trained, data):
+    backpack = pytest.importorskip("backpack")
+    from backpack.extensions import BatchGrad
+
+    x, y = data.x_train, data.y_train
+    for cp in trained:
+        model = pg.network()
+        model.load_state_dict(cp.params)
+        model = backpack.extend(model)
+        lossfunc = backpack.extend(torch.nn.CrossEntropyLoss(reduction="sum"))
+        with backpack.backpack(BatchGrad()):
+            lossfunc(model(x), y).backward()
+        named = dict(model.named_parameters())
+        ours = pg.per_example_gradients(cp.params, x, y)
+        for n in pg.NAMES:
+            theirs = named[n].grad_batch + pg.WEIGHT_DECAY * cp.params[n]
+            assert (ours[n] - theirs).abs().max() < 1e-12
+
+
+def test_covariance_and_its_eigenvalues():
+    gen = gradnoise.generator("test:pergrad:cov", device="cpu")
+    for n, d in ((7, 5), (4, 9)):
+        G = torch.randn(n, d, generator=gen, dtype=f64) + 3.0
+        S = pg.gradient_covariance(G)
+        assert torch.allclose(S, torch.cov(G.T, correction=0), atol=1e-13)
+        ev = pg.covariance_eigenvalues(G)
+        assert ev.shape == (d,) and bool((ev[:-1] >= ev[1:]).all())
+        assert torch.allclose(ev, torch.linalg.eigvalsh(S).flip(0).clamp_min(0), atol=1e-12)
+        assert abs(ev.sum() - S.trace()) < 1e-12
+        gt = G.mean(0)
+        assert abs(pg.simple_noise_scale(G) - S.trace() / (gt @ gt)) < 1e-12
+    with pytest.raises(ValueError, match="grads"):
+        pg.gradient_covariance(torch.ones(3))
+
+
+def test_batch_indices_laws():
+    gen = gradnoise.generator("test:pergrad:idx")
+    idx = pg.batch_indices(10, 4, (20_000,), gen, replacement=False)
+    s = idx.sort(-1).values
+    assert bool((s[:, 1:] != s[:, :-1]).all())                     # no repeats within a batch
+    counts = torch.nn.functional.one_hot(idx.flatten().cpu(), 10).to(f64).reshape(20_000, 4, 10).sum(1)
+    m, se = stats.mean_stderr(counts)
+    stats.assert_agrees(m, se, 0.4)                                # each example in a batch w.p. B/N
+    with_rep = pg.batch_indices(10, 4, (20_000,), gen, replacement=True)
+    s = with_rep.sort(-1).values
+    repeats = (s[:, 1:] == s[:, :-1]).any(-1).to(f64)
+    m, se = stats.mean_stderr(repeats)
+    stats.assert_agrees(m, se, 1 - 10 * 9 * 8 * 7 / 10**4)        # P(some repeat) with replacement
+    assert torch.equal(pg.batch_indices(5, 5, (2,), gen, replacement=False)[0].cpu(), torch.arange(5))
+    with pytest.raises(ValueError, match="batch"):
+        pg.batch_indices(5, 6, (1,), gen, replacement=False)
+
+
+def test_minibatch_gradient_is_unbiased_with_variance_trace_over_B(trained, data):
+    p, x, y = trained[1].params, data.x_train[:200], data.y_train[:200]
+    G = pg.per_example_gradient_matrix(p, x, y)
+    gen = gradnoise.generator("test:pergrad:mb")
+    idx = pg.batch_indices(200, 5, (4000,), gen, replacement=True)
+    g = pg.flatten(pg.minibatch_gradient(p, x[idx], y[idx]), lead=1)
+    gt = G.mean(0)
+    m, se = stats.mean_stderr(g @ gt)
+    stats.assert_agrees(m, se, gt @ gt)
+    v, v_se = stats.total_variance(g)
+    stats.assert_agrees(v, v_se, pg.gradient_covariance(G).trace() / 5)
+    stats.assert_rejects(v, v_se, pg.gradient_covariance(G).trace())
+
+
+def test_sgd_with_the_whole_set_is_gradient_descent(trained, data):
+    p, x, y = trained[1].params, data.x_train[:100], data.y_train[:100]
+    gen = gradnoise.generator("test:pergrad:sgd")
+    final, rec = pg.sgd(p, x, y, lr=0.3, batch=100, steps=4, gen=gen, chains=3, replacement=False,
+                        record_every=2)
+    assert final["0.weight"].shape == (3, 32, 64) and rec.shape == (2, 3, pg.DIM)
+    theta = pg.flatten(p)
+    for _ in range(4):
+        theta = theta - 0.3 * pg.full_gradient(pg.unflatten(theta), x, y)
+    assert (pg.flatten(final, lead=1) - theta).abs().max() < 1e-13
+    assert (rec[-1] - theta).abs().max() < 1e-13
+    with pytest.raises(ValueError, match="lr"):
+        pg.sgd(p, x, y, lr=0.0, batch=2, steps=1, gen=gen)
+
+
+def test_checkpoints_train_deterministically(data, trained):
+    cps = pg.checkpoints((30, 0, 10), data=data)
+    assert [c.step for c in cps] == [0, 10, 30]
+    assert torch.equal(cps[-1].params["2.weight"], trained[1].params["2.weight"])
+    assert cps[0].loss > cps[1].loss > cps[2].loss and cps[2].test_accuracy > 0.9
+    assert abs(cps[0].loss - (2.3 + 0.5 * pg.WEIGHT_DECAY * (pg.flatten(cps[0].params) ** 2).sum().item())) < 0.1
+    with pytest.raises(ValueError, match="steps"):
+        pg.checkpoints((-1,), data=data)
+
+
+def test_gradient_gram_from_layer_factors(trained, data):
+    x, y = data.x_train[:300], data.y_train[:300]
+    for cp in trained:
+        G = pg.per_example_gradient_matrix(cp.params, x, y)
+        C = G - G.mean(0)
+        K = pg.gradient_gram(cp.params, x, y)
+        assert (K - C @ C.T / 300).abs().max() < 1e-13 * max(1.0, K.abs().max().item())
+        K0 = pg.gradient_gram(cp.params, x, y, centred=False)
+        assert (K0 - G @ G.T / 300).abs().max() < 1e-13 * max(1.0, K0.abs().max().item())
+        assert abs(K.trace() - pg.gradient_covariance(G).trace()) < 1e-12
