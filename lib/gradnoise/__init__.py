@@ -1,10 +1,20 @@
 """gradnoise: the numerical machinery of the book *Bias and variance of stochastic-gradient estimators*.
 
-Modules: :mod:`~gradnoise.device` (where, in what precision, how many trials), :mod:`~gradnoise.seeds`
-(generators), :mod:`~gradnoise.ortho` (the polar factor and its derivatives), :mod:`~gradnoise.sampling`
-(the matrix ``G`` and per-token noise), :mod:`~gradnoise.estimators` (minibatch means, EMA, Richardson,
-jackknife), :mod:`~gradnoise.stats` (standard errors and z-score assertions) and
-:mod:`~gradnoise.evidence` (the record of every check).
+Modules, named after the book's ideas:
+
+- :mod:`~gradnoise.device` — where, in what precision, and how many Monte-Carlo trials (the size knob);
+- :mod:`~gradnoise.seeds` — seeded generators; :mod:`~gradnoise.stats` — standard errors, z-tests and
+  exact checks; :mod:`~gradnoise.evidence` — the record of every check;
+- :mod:`~gradnoise.ortho` — the polar factor, its first- and second-order expansion, the bias
+  coefficient :math:`b(\Sigma)`; :mod:`~gradnoise.exact` — exact expectations for noise along one direction;
+- :mod:`~gradnoise.sampling` — the matrix ``G`` and per-token noise; :mod:`~gradnoise.estimators` —
+  minibatch means, EMA, Richardson, jackknife; :mod:`~gradnoise.muon` — ``torch.optim.Muon``'s update;
+- :mod:`~gradnoise.minibatch` — minibatch moments of a finite data set, exactly and by sampling;
+  :mod:`~gradnoise.diffusion` — SGD and SDE chains, Lyapunov solutions;
+- :mod:`~gradnoise.nqm` — the noisy quadratic model's exact moment recursions;
+- :mod:`~gradnoise.pergrad` — a real network (digits MLP) and its per-example gradients.
+
+The book's plumbing (Sphinx extension, ledger, build cache) lives apart, in :mod:`gradnoise.site`.
 
 A chapter starts with ``gen = gradnoise.chapter("name")``: it names the chapter for the evidence page
 and returns the chapter's one seeded generator.
