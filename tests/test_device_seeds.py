@@ -60,3 +60,19 @@ def test_bad_seed_and_label(monkeypatch):
     monkeypatch.delenv("GRADNOISE_SEED")
     with pytest.raises(ValueError, match="label"):
         seeds.seed_for("")
+
+
+def test_size_knob_multiplies_trials(monkeypatch):
+    monkeypatch.delenv("GRADNOISE_SCALE", raising=False)
+    assert gn.trials(20_000) == 20_000 and device.scale() == 1.0
+    monkeypatch.setenv("GRADNOISE_SCALE", "100")
+    assert gn.trials(20_000) == 2_000_000
+    monkeypatch.setenv("GRADNOISE_SCALE", "0.001")
+    assert gn.trials(100) == 2                          # never fewer than two trials
+    for bad in ("0", "-1", "inf", "nan", "many"):
+        monkeypatch.setenv("GRADNOISE_SCALE", bad)
+        with pytest.raises(ValueError, match="GRADNOISE_SCALE"):
+            gn.trials(10)
+    monkeypatch.setenv("GRADNOISE_SCALE", "1")
+    with pytest.raises(ValueError, match="integer >= 2"):
+        gn.trials(1)

@@ -1,4 +1,4 @@
-"""gradnoise: the numerical machinery of the book *Bias and variance of stochastic-gradient estimators*.
+r"""gradnoise: the numerical machinery of the book *Bias and variance of stochastic-gradient estimators*.
 
 Modules, named after the book's ideas:
 
