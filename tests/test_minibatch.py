@@ -5,6 +5,7 @@ import torch
 
 import gradnoise
 from gradnoise import minibatch as mb, stats
+from gradnoise import seeds as gnseeds
 
 f64 = torch.float64
 
@@ -74,3 +75,17 @@ def test_batch_means_per_data_set(gen):
         mb.batch_means(g[0], idx.double())
     with pytest.raises(ValueError, match="means"):
         mb.covariance_estimate(torch.zeros(1, 2, dtype=f64), 2)
+
+
+def test_batch_means_counts_route_equals_gather():
+    gen = gnseeds.generator("test:batch-means-routes", "cpu")
+    g = torch.randn(30, 50, generator=gen, dtype=torch.float64)
+    idx = mb.draw_indices(30, 7, (4, 3), gen)
+    gathered = g[idx].mean(dim=-2)
+    assert torch.allclose(mb.batch_means(g, idx), gathered, atol=1e-14)       # 7 * 50 > 30: counts route
+    small = torch.randn(400, 2, generator=gen, dtype=torch.float64)
+    idx2 = mb.draw_indices(400, 5, (6,), gen, replacement=False)
+    assert torch.allclose(mb.batch_means(small, idx2), small[idx2].mean(dim=-2), atol=0)
+    assert all(len(set(row.tolist())) == 5 for row in idx2)                   # no repeats without replacement
+    with pytest.raises(ValueError, match="exceeds"):
+        mb.draw_indices(4, 5, (1,), gen, replacement=False)

@@ -90,6 +90,23 @@ def batch_indices(n: int, batch: int, batches: int = 1, scheme: str = "with", li
     return out.reshape(size, batches, batch)
 
 
+def draw_indices(n: int, batch: int, shape, gen: torch.Generator, replacement: bool = True) -> torch.Tensor:
+    """Indices of independent minibatches ``(*shape, batch)`` drawn uniformly from ``range(n)``, with or
+    without replacement within each batch, on ``gen``'s device (without replacement: the ``batch``
+    smallest of ``n`` uniform keys, a uniformly random subset in random order)."""
+    n = checks.positive_int(n, "n")
+    batch = checks.positive_int(batch, "batch")
+    checks.generator(gen, "gen")
+    if not replacement and batch > n:
+        raise ValueError(f"batch = {batch} exceeds n = {n} without replacement")
+    shape = tuple(checks.count(d, "shape entry") for d in shape)
+    checks.allocation((*shape, n if not replacement else batch), torch.float64, "draw_indices")
+    if replacement:
+        return torch.randint(n, (*shape, batch), generator=gen, device=gen.device)
+    keys = torch.rand((*shape, n), generator=gen, device=gen.device)
+    return keys.topk(batch, dim=-1, largest=False).indices
+
+
 def sample_indices(n: int, batch: int, batches: int, trials: int, gen: torch.Generator,
                    scheme: str = "with") -> torch.Tensor:
     """``trials`` independent outcomes of ``scheme``, drawn at once: a long tensor ``(trials, batches, batch)``
@@ -97,13 +114,9 @@ def sample_indices(n: int, batch: int, batches: int, trials: int, gen: torch.Gen
     scheme = _scheme(scheme)
     _sizes(n, batch, batches, scheme)
     checks.positive_int(trials, "trials")
-    dev = gen.device
-    if scheme == "with":
-        return torch.randint(n, (trials, batches, batch), generator=gen, device=dev)
-    if scheme == "without":
-        keys = torch.rand(trials, batches, n, generator=gen, device=dev)
-        return keys.argsort(dim=-1)[..., :batch]
-    keys = torch.rand(trials, n, generator=gen, device=dev)
+    if scheme in ("with", "without"):
+        return draw_indices(n, batch, (trials, batches), gen, replacement=scheme == "with")
+    keys = torch.rand(trials, n, generator=gen, device=gen.device)
     return keys.argsort(dim=-1)[:, : batch * batches].reshape(trials, batches, batch)
 
 
@@ -120,7 +133,14 @@ def batch_means(g: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= n):
         raise ValueError(f"indices must lie in [0, {n})")
     if g.ndim == 2:
-        return g[indices].mean(dim=-2)
+        B, d = indices.shape[-1], g.shape[-1]
+        if B * d <= n:                                   # few, short rows: gather them
+            return g[indices].mean(dim=-2)
+        # many or long rows (real per-example gradients: d in the thousands): count how often each
+        # example is drawn and multiply, instead of materialising (..., B, d)
+        counts = torch.zeros(*indices.shape[:-1], n, dtype=g.dtype, device=g.device)
+        counts.scatter_add_(-1, indices, torch.ones(indices.shape, dtype=g.dtype, device=g.device))
+        return counts @ g / B
     if g.ndim == 3 and indices.shape[0] == g.shape[0]:
         flat = indices.reshape(g.shape[0], -1)
         picked = torch.gather(g, 1, flat.unsqueeze(-1).expand(-1, -1, g.shape[-1]))

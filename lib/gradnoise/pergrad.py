@@ -339,18 +339,13 @@ def simple_noise_scale(grads: torch.Tensor) -> torch.Tensor:
 
 def batch_indices(n: int, batch: int, shape, gen: torch.Generator, replacement: bool = True) -> torch.Tensor:
     """Indices of minibatches ``(*shape, batch)`` drawn uniformly from ``range(n)``, with or without
-    replacement within each batch (batches independent of one another), on ``gen``'s device."""
-    checks.positive_int(n, "n")
-    checks.positive_int(batch, "batch")
-    if not replacement and batch > n:
-        raise ValueError(f"batch = {batch} exceeds n = {n} without replacement")
-    shape = tuple(shape)
-    if replacement:
-        return torch.randint(n, (*shape, batch), generator=gen, device=gen.device)
-    if batch == n:
-        return torch.arange(n, device=gen.device).expand(*shape, n)
-    keys = torch.rand((*shape, n), generator=gen, dtype=DTYPE, device=gen.device)
-    return keys.topk(batch, dim=-1).indices
+    replacement within each batch (batches independent of one another): :func:`gradnoise.minibatch.draw_indices`,
+    except that a batch of all ``n`` examples without replacement is ``0, 1, ..., n-1`` in order."""
+    from .minibatch import draw_indices
+
+    if not replacement and checks.count(batch, "batch") == checks.count(n, "n"):
+        return torch.arange(n, device=gen.device).expand(*tuple(shape), n)
+    return draw_indices(n, batch, shape, gen, replacement)
 
 
 def sgd(params: dict, x: torch.Tensor, y: torch.Tensor, lr: float, batch: int, steps: int,
