@@ -242,7 +242,7 @@ def _fill_evidence(app, doctree, docname):
             f"{kinds['differs']} exact rejections. {len(coarse)} agreements have a resolution coarser than 10 %; "
             "each such chapter says why that is enough.")
         out.append(summary)
-        headers = ["Chapter", "Claim", "Check", "Kind", "Entries", "Worst |z| or rel. error", "Bound", "Resolution"]
+        headers = ["Chapter", "Claim", "Check", "Kind", "Entries", "Worst", "Bound", "Resolution"]
         table, body = ClaimsLedger._table(["evidence-table"], headers, (14, 8, 34, 8, 6, 10, 8, 10))
         for r in records:
             chapter = nodes.paragraph()
