@@ -142,10 +142,10 @@ def test_one_over_k_coefficient_is_polar_bias(gen, law):
 def test_gaussian_quadrature_converges_and_matches_monte_carlo(gen):
     G = sampling.with_singular_values([1.5, 1.0, 0.7], 3, 5, gen)
     D = torch.randn(3, 5, generator=gen, dtype=f64)
-    D = D / D.norm()
+    D = 0.5 * D / D.norm()                  # |x| D stays below s_min over the nodes that matter
     var, k = 0.5, 4
     e = [exact.expected_polar_gaussian_along(G, D, var, k, nodes=q) for q in (40, 64, 96)]
-    assert (e[1] - e[2]).abs().max() < 1e-14 and (e[0] - e[2]).abs().max() < 1e-12
+    assert (e[1] - e[2]).abs().max() < 1e-12 and (e[0] - e[2]).abs().max() < 1e-10
     assert (exact.expected_polar_gaussian_along(G, D, var, k, nodes=4) - e[2]).abs().max() > 1e-8
     xbar = torch.randn(200_000, generator=gen, dtype=f64) * math.sqrt(var / k)
     est, se = stats.mean_stderr(ortho.polar_factor(G + xbar[:, None, None] * D))

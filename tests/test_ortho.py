@@ -147,8 +147,10 @@ def test_isotropic_bias_matches_second_difference(gen, shape):
 def test_polar_second_order_tensor(gen):
     G, O = exact(3, 4, [1.2, 0.9, 0.5], gen)
     B = ortho.polar_second_order(G)
-    assert B.shape == (12, 12, 12) and torch.allclose(B, B.transpose(1, 2), atol=1e-7)
-    assert torch.allclose(0.3 * torch.einsum("rpp->r", B).reshape(3, 4), ortho.polar_bias_isotropic(G, 0.3), atol=1e-7)
+    scale = B.abs().max().item()             # central differences: error ~ h^2 times third derivatives
+    assert B.shape == (12, 12, 12) and torch.allclose(B, B.transpose(1, 2), atol=1e-6 * scale)
+    assert torch.allclose(0.3 * torch.einsum("rpp->r", B).reshape(3, 4), ortho.polar_bias_isotropic(G, 0.3),
+                          atol=1e-6 * scale)
     E = 1e-3 * torch.randn(3, 4, generator=gen, dtype=f64)
     second = ortho.polar_factor(G + E, method="svd") - O - ortho.polar_derivative(G, E)
     quad = torch.einsum("rpq,p,q->r", B, E.flatten(), E.flatten()).reshape(3, 4)
