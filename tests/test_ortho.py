@@ -315,3 +315,45 @@ def test_newton_schulz_equals_torch_muon_helper_bit_for_bit(gen, shape):
     ours = ortho.newton_schulz(G, dtype=torch.bfloat16)
     theirs = helper(G.clone(), (3.4445, -4.7750, 2.0315), 5, 1e-7).float()
     assert torch.equal(ours, theirs)
+
+
+def _on_device(label):
+    """A generator on the book's device (CUDA under GRADNOISE_DEVICE=cuda): these tests exercise the backend."""
+    return gnseeds.generator(f"test:{label}")
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 21, 84, 1000])
+def test_batched_decomposition_equals_one_call(chunk):
+    gen = _on_device("batched-decomposition")
+    A = torch.randn(3, 7, 4, 5, dtype=f64, device=gen.device, generator=gen)
+    H = A @ A.mT
+    w_one, Q_one = torch.linalg.eigh(H)
+    w, Q = ortho.batched_decomposition(torch.linalg.eigh, H, chunk=chunk)
+    assert w.shape == w_one.shape and Q.shape == Q_one.shape
+    assert torch.allclose(w, w_one, rtol=1e-12, atol=1e-12)
+    assert torch.allclose((Q * w.unsqueeze(-2)) @ Q.mT, H, rtol=0, atol=1e-12)   # eigenvectors up to sign
+    only_w = ortho.batched_decomposition(torch.linalg.eigvalsh, H, chunk=chunk)
+    assert only_w.shape == w_one.shape and torch.allclose(only_w, w_one, rtol=1e-12, atol=1e-12)
+    U, s, Vh = ortho.batched_decomposition(lambda X: torch.linalg.svd(X, full_matrices=False), A, chunk=chunk)
+    assert torch.allclose(s, torch.linalg.svdvals(A), rtol=1e-12, atol=1e-12)
+    assert torch.allclose((U * s.unsqueeze(-2)) @ Vh, A, rtol=0, atol=1e-12)
+
+
+def test_polar_factor_over_many_chunks_matches_one_matrix_at_a_time(monkeypatch):
+    gen = _on_device("polar-chunks")
+    G = torch.randn(100, 4, 6, dtype=f64, device=gen.device, generator=gen)
+    G[7] = G[7, :, :1] @ G[7, :1, :] + 1e-9 * G[7]               # one ill-conditioned matrix: the SVD route
+    whole = ortho.polar_factor(G)
+    monkeypatch.setattr(ortho, "DECOMPOSITION_CHUNK", 16)
+    chunked = ortho.polar_factor(G)
+    singly = torch.stack([ortho.polar_factor(g, method="svd") for g in G])
+    good = torch.arange(100, device=G.device) != 7
+    for other in (whole, singly):                                   # kappa ~ 1e9 for G[7]: SVD error ~ u*kappa
+        assert torch.allclose(chunked[good], other[good], rtol=0, atol=1e-12)
+        assert torch.allclose(chunked[7], other[7], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [0, -3, 2.5, "8"])
+def test_batched_decomposition_rejects_bad_chunk(chunk):
+    with pytest.raises(ValueError, match="chunk"):
+        ortho.batched_decomposition(torch.linalg.eigvalsh, torch.eye(3, dtype=f64), chunk=chunk)

@@ -304,7 +304,8 @@ def tuned_steps_to_target(h, c, alphas, betas, B, target, p=0.0, theta0=1.0, met
     ``(steps, alpha_best, beta_best)``, each ``(nB,)``. The minimum over a grid is within one grid step
     of the true optimum; the caller checks that the optimum is not on the edge of the grid.
     """
-    alphas, betas = _t(alphas), _t(betas)
+    h = _t(h)
+    alphas, betas = _t(alphas, h), _t(betas, h)      # the grids follow h's device
     if alphas.dim() != 1 or betas.dim() != 1:
         raise ValueError("alphas and betas must be 1-D")
     a, b = torch.meshgrid(alphas, betas, indexing="ij")
@@ -345,7 +346,8 @@ def simulate(h, c, alpha, beta=0.0, B=1, p=0.0, theta0=1.0, steps: int = 1, tria
     r"""Monte Carlo of the same method: states ``(trials, ..., 2)`` after ``steps`` steps (Gaussian noise).
 
     The noise :math:`\varepsilon \sim N(0, c_{\rm eff}/B)` is the mean of :math:`B` Gaussian per-sample
-    noises, drawn directly. ``record`` (an iterable of steps) returns ``{t: state}`` instead.
+    noises, drawn directly. ``record`` (an iterable of steps) returns ``{t: state}`` instead. The trials run
+    on ``generator``'s device; ``h``, ``c`` and ``theta0`` are moved there.
     """
     if generator is None:
         raise ValueError("generator must be a torch.Generator (draw it from gradnoise.generator)")
@@ -353,6 +355,7 @@ def simulate(h, c, alpha, beta=0.0, B=1, p=0.0, theta0=1.0, steps: int = 1, tria
         raise ValueError("trials must be an int >= 2")
     if not isinstance(steps, int) or steps < 0:
         raise ValueError("steps must be a non-negative int")
+    h = torch.as_tensor(h, dtype=DTYPE, device=generator.device)     # draws happen on the generator's device
     A, _, _, q = _system(h, c, alpha, beta, B, p, method)
     mean0, _ = initial_moments(_t(theta0, A), method)
     shape = torch.broadcast_shapes(A.shape[:-2], mean0.shape[:-1], q.shape)
