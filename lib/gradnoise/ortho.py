@@ -16,10 +16,11 @@ then, unless the caller passes ``pinv=True``: the Moore–Penrose convention map
 zero and returns the partial isometry :math:`U_r V_r^\top`.
 
 Large batches. The batched decompositions (``eigh``, ``eigvalsh``, ``svd``) go to the backend in chunks
-of at most :data:`DECOMPOSITION_CHUNK` matrices (:func:`batched_decomposition`): on CUDA, cuSOLVER's
-batched symmetric eigensolver asked for a 65 GiB workspace for 128 000 matrices of size 4 x 4 (and failed
-with an internal error), where the same matrices in chunks need a few hundred MB. The results do not
-depend on the chunking.
+of at most :data:`DECOMPOSITION_CHUNK` matrices (:func:`batched_decomposition`). On CUDA (torch 2.11,
+cuSOLVER 13, H100) the batched symmetric eigensolver reserves about 0.5 MiB of workspace per matrix even
+for 4 x 4 matrices: 4.2 GiB for 8192 of them, 65 GiB for 128 000 (which failed with an internal error).
+In chunks of 2048 the workspace stays near 1 GiB and the time per matrix is unchanged. The results do
+not depend on the chunking.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ GRAM_MAX_CONDITION = gram_max_condition(torch.float64)
 """:func:`gram_max_condition` of float64 (about 820)."""
 
 
-DECOMPOSITION_CHUNK = 8192
+DECOMPOSITION_CHUNK = 2048
 """Most matrices handed to one batched ``torch.linalg`` decomposition call (see the module docstring)."""
 
 
