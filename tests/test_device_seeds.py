@@ -76,3 +76,18 @@ def test_size_knob_multiplies_trials(monkeypatch):
     monkeypatch.setenv("GRADNOISE_SCALE", "1")
     with pytest.raises(ValueError, match="integer >= 2"):
         gn.trials(1)
+
+
+def test_the_allocation_guard_grows_with_the_size_knob(monkeypatch):
+    from gradnoise import checks
+
+    shape = (1_000_000, 55, 4, 6)                       # 9.8 GiB of float64: momentum-sum's noise at 100x
+    monkeypatch.delenv("GRADNOISE_SCALE", raising=False)
+    with pytest.raises(ValueError, match="9.8 GiB.*limit is 4 GiB"):
+        checks.allocation(shape, torch.float64, "token_noise")
+    monkeypatch.setenv("GRADNOISE_SCALE", "0.01")       # a smaller run keeps the 4 GiB guard
+    assert checks.allocation_limit() == checks.MAX_BYTES
+    monkeypatch.setenv("GRADNOISE_SCALE", "100")
+    checks.allocation(shape, torch.float64, "token_noise")            # only checked, nothing allocated
+    with pytest.raises(ValueError, match="limit is 400 GiB"):
+        checks.allocation((100, *shape), torch.float64, "token_noise")

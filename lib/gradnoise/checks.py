@@ -47,7 +47,16 @@ def decay(gamma, name: str = "gamma") -> float:
 
 
 MAX_BYTES = 4 * 2**30
-"""Largest tensor (in bytes) a function of the package allocates on a caller's request (4 GiB)."""
+"""Largest tensor (in bytes) a function of the package allocates on a caller's request (4 GiB), at
+``GRADNOISE_SCALE=1``; the limit grows with the size knob (:func:`allocation_limit`)."""
+
+
+def allocation_limit() -> float:
+    """:data:`MAX_BYTES` times the size knob ``GRADNOISE_SCALE`` (when above 1): a run made 100 times larger
+    on purpose allocates 100 times more, and the guard is against typos, not against that."""
+    from .device import scale
+
+    return MAX_BYTES * max(1.0, scale())
 
 
 def count(n, name: str, minimum: int = 1, maximum: int | None = None) -> int:
@@ -106,14 +115,15 @@ def exact_dtype(x: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def allocation(shape, dtype: torch.dtype, name: str) -> None:
-    """Refuse to allocate a tensor of ``shape`` larger than :data:`MAX_BYTES` (a size typo, not a request)."""
+    """Refuse to allocate a tensor of ``shape`` larger than :func:`allocation_limit` (a size typo, not a request)."""
     numel = 1
     for d in shape:
         numel *= int(d)
     size = numel * torch.empty((), dtype=dtype).element_size()
-    if size > MAX_BYTES:
+    limit = allocation_limit()
+    if size > limit:
         raise ValueError(f"{name} would allocate {size / 2**30:.1f} GiB (shape {tuple(int(d) for d in shape)}); "
-                         f"the limit is {MAX_BYTES / 2**30:.0f} GiB")
+                         f"the limit is {limit / 2**30:.0f} GiB (4 GiB times GRADNOISE_SCALE)")
 
 
 def same_kind(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:

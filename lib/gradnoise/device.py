@@ -68,7 +68,10 @@ def scale() -> float:
     """The Monte-Carlo size knob: ``GRADNOISE_SCALE`` (a positive number; default 1).
 
     A GPU run can set ``GRADNOISE_SCALE=100`` to make every chapter's trial counts 100 times larger
-    through the same code; every check's standard error then shrinks tenfold.
+    through the same code; every check's standard error then shrinks tenfold. The chapters' bounds are
+    calibrated at scale 1: a check that compares a Monte-Carlo mean with a leading-order prediction
+    (whose next-order term the chapter calls unresolved) fails once the scale makes that term visible.
+    The page "The book on a GPU" lists which checks do, and at what scale.
     """
     raw = os.environ.get(SCALE_VAR, "1").strip() or "1"
     try:
