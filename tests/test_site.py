@@ -60,12 +60,17 @@ def browser():
     site_check.stop_browser(driver)
 
 
+def _served(root, target):
+    """Serve a built site for the session; a missing build fails with the make target that builds it."""
+    if not (root / "index.html").exists():
+        pytest.fail(f"{root / 'index.html'} is missing: run `make {target}` first", pytrace=False)
+    with site_check.serve(root) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def site_url():
-    if not (HTML / "index.html").exists():
-        pytest.fail(f"{HTML / 'index.html'} is missing: run `make book` first", pytrace=False)
-    with site_check.serve(HTML) as url:
-        yield url
+    yield from _served(HTML, "book")
 
 
 @pytest.fixture(scope="session")
@@ -121,10 +126,7 @@ def test_full_edition_folds_solutions(page):
 
 @pytest.fixture(scope="session")
 def student_url():
-    if not (STUDENT_HTML / "index.html").exists():
-        pytest.fail(f"{STUDENT_HTML / 'index.html'} is missing: run `make student` first", pytrace=False)
-    with site_check.serve(STUDENT_HTML) as url:
-        yield url
+    yield from _served(STUDENT_HTML, "student")
 
 
 @pytest.mark.parametrize("entry", CHAPTERS)
