@@ -14,7 +14,7 @@ export GRADNOISE_EVIDENCE := $(CURDIR)/_build/evidence
 DEVICE_CHECK = $(BIN)/python -c "import sys, gradnoise.device as d; sys.exit(d.main())"
 PYTEST = $(BIN)/python -m pytest --nbval-lax --nbval-current-env
 
-.PHONY: book test test-seeds student lock clean
+.PHONY: book test test-seeds student mutate lock clean
 
 # A venv whose creation was interrupted (no working pip inside) is made again, not reused.
 $(STAMP): requirements.lock pyproject.toml
@@ -55,6 +55,14 @@ test-seeds: inputs
 		$(PYTEST) -q tests --ignore=tests/test_site.py > _build/seeds/seed-{}.log 2>&1 \
 		&& echo "seed {}: $$(tail -n 1 _build/seeds/seed-{}.log)" \
 		|| { echo "seed {}: FAILED (_build/seeds/seed-{}.log)"; grep -E "^(FAILED|ERROR)" _build/seeds/seed-{}.log; exit 255; }'
+
+# Mutation testing (not part of make test): each chapter run once as it is and once per mutation of
+# mutations/NAME.yml, in scratch copies, JOBS at a time; the outcomes go to mutations/results/NAME.json
+# (committed; tests/test_mutations.py fails when a chapter or its list changed after its record).
+# Default: every chapter whose record is stale or missing; CHAPTERS="a b" names some, ALL=1 runs every one.
+CHAPTERS ?=
+mutate: inputs
+	$(BIN)/python -m gradnoise.site.mutation --jobs $(JOBS) $(if $(ALL),--all) $(CHAPTERS)
 
 # Refresh requirements.lock from requirements.txt (uv's resolver, in a throw-away venv). It resolves from
 # scratch (not preferring the old pins) and, where this machine offers the CPU build of torch in

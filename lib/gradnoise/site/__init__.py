@@ -8,6 +8,9 @@ Enabled in ``_config.yml`` under ``sphinx: extra_extensions: [gradnoise.site]``.
 - ``{evidence-table}``: every check every chapter made when it was executed (``gradnoise.evidence``
   records, read from ``$GRADNOISE_EVIDENCE`` at write time, after every chapter has run), grouped by
   chapter and claim, with its worst |z| and its resolution;
+- ``{mutation-table}``: per chapter, how many mutations of its predictions its checks caught, and every
+  mutation with its outcome (the committed records of :mod:`gradnoise.site.mutation`, with their state:
+  a record older than its chapter is shown as stale); the ledger links each verdict to its chapter's row;
 - ``{build-info}``: the versions of the tools and the device the build computed on;
 - the executed notebook of every chapter in the page's download menu (``.ipynb`` beside ``.md``);
 - the student edition (``GRADNOISE_EDITION=student``, see :mod:`gradnoise.site.edition`): no solutions
@@ -27,6 +30,7 @@ from sphinx.util.docutils import SphinxDirective
 
 from . import edition as _edition
 from . import ledger as _ledger
+from . import mutation as _mutation
 
 CATALOGUE = "claims.yml"
 
@@ -91,8 +95,10 @@ class ClaimsLedger(SphinxDirective):
             summary += _badge(None if word == "not yet covered" else word)
             summary += nodes.Text(", " if i < 3 else ".")
 
-        headers = ["ID", "What the note claims", "Verdict", "Corrected or conditioned statement", "Chapter"]
-        table, body = self._table(["claims-ledger"], headers, (8, 36, 10, 30, 16))
+        headers = ["ID", "What the note claims", "Verdict", "Corrected or conditioned statement", "Chapter",
+                   "Mutations caught"]
+        table, body = self._table(["claims-ledger"], headers, (8, 32, 10, 28, 14, 8))
+        root = pathlib.Path(env.srcdir)
         for r in rows:
             ident = nodes.paragraph()
             ident += nodes.literal(text=r.id)
@@ -105,7 +111,10 @@ class ClaimsLedger(SphinxDirective):
                 chapter += _doc_link(self.env, r.chapter, r.title)
             else:
                 chapter += nodes.emphasis(text="not yet covered")
-            body += self._row([ident, nodes.paragraph(text=r.statement), verdict, note, chapter],
+            power = nodes.paragraph()
+            if r.chapter:
+                power += _mutation_link(env, root, r.chapter)
+            body += self._row([ident, nodes.paragraph(text=r.statement), verdict, note, chapter, power],
                               classes=[f"ledger-{r.verdict or 'none'}"])
         return [summary, table]
 
@@ -132,6 +141,100 @@ class ClaimsLedger(SphinxDirective):
             entry += content
             row += entry
         return row
+
+
+EVIDENCE_DOC = "chapters/evidence"
+
+
+def _mutation_anchor(name: str) -> str:
+    return f"mutations-{name}"
+
+
+def _mutation_text(root: pathlib.Path, name: str) -> str:
+    """``caught/total`` of a chapter's mutation record, with ``(stale)`` or ``none`` where that is so."""
+    record = _mutation.read_result(root, name)
+    if record is None or not _mutation.list_path(root, name).exists():
+        return "none recorded"
+    counts = _mutation.summary(record)
+    stale = "" if _mutation.state(root, name, record) == "fresh" else " (stale)"
+    return f"{counts['caught']}/{counts['total']}{stale}"
+
+
+def _mutation_link(env, root: pathlib.Path, docname: str) -> nodes.Node:
+    """A chapter's mutation count, linked to its row on the evidence page."""
+    name = pathlib.PurePosixPath(docname).name
+    for path in (_mutation.result_path(root, name), _mutation.list_path(root, name)):
+        env.note_dependency(str(path))
+    text = _mutation_text(root, name)
+    if EVIDENCE_DOC not in env.found_docs:
+        return nodes.Text(text)
+    uri = env.app.builder.get_relative_uri(env.docname, EVIDENCE_DOC) + "#" + _mutation_anchor(name)
+    return nodes.reference("", text, internal=True, refuri=uri)
+
+
+class MutationTable(SphinxDirective):
+    """The evidence page's record of mutation testing: one row per chapter, then every mutation."""
+
+    has_content = False
+
+    def run(self):
+        env = self.env
+        root = pathlib.Path(env.srcdir)
+        names = _mutation.chapters(root)
+        per_chapter, every = [], []
+        totals = Counter()
+        for name in names:
+            for path in (_mutation.result_path(root, name), _mutation.list_path(root, name),
+                         root / "chapters" / f"{name}.md"):
+                env.note_dependency(str(path))
+            record = _mutation.read_result(root, name)
+            doc = f"chapters/{name}"
+            link = nodes.paragraph()
+            link += nodes.reference("", name, internal=True, refuri=env.app.builder.get_relative_uri(env.docname, doc))
+            if record is None or not _mutation.list_path(root, name).exists():
+                cells = [link] + [nodes.paragraph(text="—") for _ in range(4)] + [nodes.paragraph(text="none recorded")]
+                per_chapter.append((name, cells, "mutations-none"))
+                continue
+            counts = _mutation.summary(record)
+            totals.update(counts)
+            fresh = _mutation.state(root, name, record)
+            survivors = [row["id"] for row in record["mutations"] if row["outcome"] == "survived"]
+            surv = nodes.paragraph()
+            surv += nodes.Text(str(counts["survived"]))
+            for i, ident in enumerate(survivors):
+                surv += nodes.Text(": " if i == 0 else ", ")
+                surv += nodes.literal(text=ident)
+            cells = [link, nodes.paragraph(text=str(counts["total"])),
+                     nodes.paragraph(text=f"{counts['caught']} ({100 * counts['caught'] / max(1, counts['total']):.0f} %)"),
+                     surv, nodes.paragraph(text=str(counts["error"] + counts["timeout"])),
+                     nodes.paragraph(text=f"{record['recorded'][:10]}, {fresh}")]
+            per_chapter.append((name, cells, f"mutations-{fresh}"))
+            mutations = {m.id: m for m in _mutation.load(_mutation.list_path(root, name))}
+            for row in record["mutations"]:
+                m = mutations.get(row["id"])
+                how = (f"cell {row['cell']}: {row['message']}" if row["outcome"] == "caught"
+                       else "every cell passed; the chapter says why" if row["outcome"] == "survived"
+                       else f"{row['error'] or ''} {row['message']}".strip())
+                every.append([nodes.paragraph(text=name), nodes.paragraph("", "", nodes.literal(text=row["id"])),
+                              nodes.paragraph(text=row["kind"]), nodes.paragraph(text=m.why if m else "(no longer listed)"),
+                              nodes.paragraph(text=row["outcome"]), nodes.paragraph(text=how)])
+        summary = nodes.paragraph()
+        summary += nodes.Text(
+            f"{totals['total']} mutations of {sum(1 for _, _, c in per_chapter if c != 'mutations-none')} chapters: "
+            f"{totals['caught']} caught ({100 * totals['caught'] / max(1, totals['total']):.1f} %), "
+            f"{totals['survived']} survived (each named in its chapter, with the reason), "
+            f"{totals['error'] + totals['timeout']} broken.")
+        headers = ["Chapter", "Mutations", "Caught", "Survived", "Broken", "Recorded"]
+        table, body = ClaimsLedger._table(["mutation-table"], headers, (18, 10, 12, 34, 8, 18))
+        for name, cells, cls in per_chapter:
+            row = ClaimsLedger._row(cells, classes=[cls])
+            row["ids"].append(_mutation_anchor(name))
+            body += row
+        headers = ["Chapter", "Mutation", "Kind", "The nearest wrong alternative", "Outcome", "Caught by"]
+        detail, dbody = ClaimsLedger._table(["mutation-detail"], headers, (14, 16, 9, 33, 8, 20))
+        for cells in every:
+            dbody += ClaimsLedger._row(cells, classes=[f"mutation-{cells[4].astext()}"])
+        return [summary, table, nodes.paragraph(text="Every mutation, with the check that caught it:"), detail]
 
 
 class BuildInfo(SphinxDirective):
@@ -307,6 +410,7 @@ def setup(app):
     app.add_directive("evidence-table", EvidenceTable)
     app.connect("doctree-resolved", _fill_evidence)
     app.add_directive("claims-ledger", ClaimsLedger)
+    app.add_directive("mutation-table", MutationTable)
     app.add_directive("build-info", BuildInfo)
     app.connect("html-page-context", _dedupe_scripts)
     app.connect("html-page-context", _offer_notebook_download, priority=450)
