@@ -59,6 +59,9 @@ ERROR_LINE = re.compile(r"^\s*((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # `$...$` on one line whose content looks like TeX: a control sequence, a sub/superscript or a brace.
 RAW_INLINE_TEX = re.compile(r"\$(?=[^\s$])[^$\n]{0,300}?(?:\\[A-Za-z]+|[\^_{}])[^$\n]{0,300}?\$")
+# A TeX control sequence (\Ortho, \gamma) in visible text outside formulas and code: math flattened to
+# its source, as a cross-reference to a page whose title holds math once showed.
+RAW_CONTROL_SEQUENCE = re.compile(r"\\(?:[A-Za-z]{2,}|[,;!])")
 
 
 class BrowserMissing(RuntimeError):
@@ -375,6 +378,9 @@ def check_math(page: Page) -> list[str]:
                             f"…{_context(prose, at, at + len(token))}…")
     for match in list(RAW_INLINE_TEX.finditer(prose))[:5]:
         problems.append(f"raw inline TeX in the rendered text: {match.group(0)!r}")
+    for match in list(RAW_CONTROL_SEQUENCE.finditer(prose))[:5]:
+        problems.append(f"TeX control sequence {match.group(0)!r} in the rendered text outside formulas "
+                        f"and code: …{_context(prose, match.start(), match.end())}…")
     full = page.dom["fullText"]
     if "Math input error" in full:
         at = full.find("Math input error")

@@ -370,6 +370,36 @@ def _fill_evidence(app, doctree, docname):
         holder.replace_self(out)
 
 
+def _math_in_link_titles(app, doctree, docname):
+    """A cross-reference that shows a page's title keeps the title's mathematics as math.
+
+    A ``{doc}`` reference without explicit text takes its target's title as plain text, so a title such
+    as "$\\Ortho$'s bias" would show the raw ``\\Ortho``; the link text is replaced by a copy of the
+    title's nodes (MathJax typesets them inside the link).
+    """
+    import posixpath
+
+    from sphinx.util.nodes import clean_astext
+
+    suffix = getattr(app.builder, "out_suffix", ".html")
+    for ref in list(doctree.findall(nodes.reference)):
+        uri = ref.get("refuri", "")
+        if not ref.get("internal") or not uri or "://" in uri:
+            continue
+        path = uri.split("#", 1)[0]
+        if not path.endswith(suffix):
+            continue
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(docname), path[: -len(suffix)]))
+        title = app.env.titles.get(target)
+        if title is None or not any(True for _ in title.findall(nodes.math)):
+            continue
+        if ref.astext().strip() != clean_astext(title).strip():
+            continue
+        holder = next((c for c in ref.children if isinstance(c, nodes.inline)), ref)
+        holder.children = []
+        holder.extend(child.deepcopy() for child in title.children)
+
+
 def _toc_order(env) -> list[str]:
     import yaml
 
@@ -409,6 +439,7 @@ def setup(app):
     app.add_node(evidence_placeholder)
     app.add_directive("evidence-table", EvidenceTable)
     app.connect("doctree-resolved", _fill_evidence)
+    app.connect("doctree-resolved", _math_in_link_titles)
     app.add_directive("claims-ledger", ClaimsLedger)
     app.add_directive("mutation-table", MutationTable)
     app.add_directive("build-info", BuildInfo)
