@@ -70,6 +70,28 @@ def test_coarse_checks_are_explained(path):
             "may differ) and its resolution")
 
 
+@pytest.mark.evidence
+@pytest.mark.parametrize("path", chapter_sources(), ids=lambda p: p.stem)
+def test_no_check_is_recorded_twice(path):
+    """The same check (label, kind, entries and worst value) recorded twice pads the evidence page."""
+    by = _records_by_chapter()
+    seen, twice = set(), []
+    for r in by.get(path.stem, []):
+        key = (r.what, r.kind, r.entries, r.worst)
+        if key in seen:
+            twice.append(f"{r.kind} {r.what!r} (worst {r.worst:.6g})")
+        seen.add(key)
+    assert not twice, f"{path.stem}: the same check recorded twice: {twice}"
+
+
+def test_distinct_predictions_are_counted():
+    rows = [evidence.Record("c", None, "a", "agrees", 1, 0.5, 5.0, 0.01),
+            evidence.Record("c", None, "a", "agrees", 2, 0.7, 5.0, 0.01),
+            evidence.Record("c", None, "b", "exact", 1, 1e-12, 1e-10),
+            evidence.Record("c", None, "a", "rejects", 1, 20.0, 10.0)]
+    assert evidence.distinct_predictions(rows) == 2
+
+
 @pytest.fixture
 def no_chapter_after():
     """The recorder's chapter must not outlive a test (later tests would file checks under it)."""

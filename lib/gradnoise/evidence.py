@@ -119,3 +119,12 @@ def load(directory) -> list[Record]:
             except (ValueError, TypeError) as err:
                 raise ValueError(f"{path}:{n}: not an evidence record ({err})") from None
     return out
+
+
+def distinct_predictions(records) -> int:
+    """How many different predictions the records test: distinct labels among agreements and exact checks.
+
+    (A rejection tests the power of a check, not another prediction; the same label recorded for several
+    entries or settings counts once.)
+    """
+    return len({r.what for r in records if r.kind in ("agrees", "exact")})

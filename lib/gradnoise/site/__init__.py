@@ -345,6 +345,7 @@ def _fill_evidence(app, doctree, docname):
             f"{kinds['differs']} exact rejections. {len(coarse)} agreements have a resolution coarser than 10 %; "
             "each such chapter says why that is enough.")
         out.append(summary)
+        out.append(_evidence_per_chapter(app, docname, records))
         headers = ["Chapter", "Claim", "Check", "Kind", "Entries", "Worst", "Bound", "Resolution"]
         table, body = ClaimsLedger._table(["evidence-table"], headers, (14, 8, 34, 8, 6, 10, 8, 10))
         for r in records:
@@ -368,6 +369,28 @@ def _fill_evidence(app, doctree, docname):
         out.append(table)
     for holder in holders:
         holder.replace_self(out)
+
+
+def _evidence_per_chapter(app, docname, records) -> nodes.table:
+    """Per chapter: how many checks, how many distinct predictions they test, and of which kinds."""
+    from .. import evidence
+
+    headers = ["Chapter", "Checks", "Distinct predictions", "Agreements", "Rejections", "Exact", "Exact rejections"]
+    table, body = ClaimsLedger._table(["evidence-per-chapter"], headers, (22, 10, 16, 13, 13, 13, 13))
+    chapters = list(dict.fromkeys(r.chapter for r in records))
+    for name in chapters:
+        mine = [r for r in records if r.chapter == name]
+        kinds = Counter(r.kind for r in mine)
+        cell = nodes.paragraph()
+        target = f"chapters/{name}"
+        if target in app.env.found_docs:
+            cell += nodes.reference("", name, internal=True, refuri=app.builder.get_relative_uri(docname, target))
+        else:
+            cell += nodes.Text(name)
+        body += ClaimsLedger._row([cell] + [nodes.paragraph(text=str(v)) for v in (
+            len(mine), evidence.distinct_predictions(mine), kinds["agrees"], kinds["rejects"], kinds["exact"],
+            kinds["differs"])])
+    return table
 
 
 def _math_in_link_titles(app, doctree, docname):
