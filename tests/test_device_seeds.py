@@ -1,3 +1,4 @@
+import math
 import pytest
 import torch
 
@@ -88,6 +89,48 @@ def test_the_allocation_guard_grows_with_the_size_knob(monkeypatch):
     monkeypatch.setenv("GRADNOISE_SCALE", "0.01")       # a smaller run keeps the 4 GiB guard
     assert checks.allocation_limit() == checks.MAX_BYTES
     monkeypatch.setenv("GRADNOISE_SCALE", "100")
-    checks.allocation(shape, torch.float64, "token_noise")            # only checked, nothing allocated
-    with pytest.raises(ValueError, match="limit is 400 GiB"):
+    assert checks.allocation_limit() == min(400 * 2**30, checks.machine_memory() / 2)
+    if checks.machine_memory() / 2 > 9.8 * 2**30:
+        checks.allocation(shape, torch.float64, "token_noise")        # only checked, nothing allocated
+    with pytest.raises(ValueError, match="limit is"):
         checks.allocation((100, *shape), torch.float64, "token_noise")
+
+
+def test_no_size_knob_lifts_the_guard_past_the_machine(monkeypatch):
+    from gradnoise import checks
+
+    assert 2**30 < checks.machine_memory() < 2**50
+    for knob in ("1e300", "1e6"):
+        monkeypatch.setenv("GRADNOISE_SCALE", knob)
+        assert checks.allocation_limit() <= checks.machine_memory() / 2
+        with pytest.raises(ValueError, match="at most half the machine's memory"):
+            checks.allocation((10**7, 10**5), torch.float64, "huge")     # 7.3 TiB
+
+
+def test_bad_input_found_by_the_probe(tmp_path):
+    """The worst findings of an outside bad-input probe: each is refused in one line now."""
+    from gradnoise import evidence, minibatch, muon, nqm, stats
+    from gradnoise.site import cache
+
+    root, victim = tmp_path / "book", tmp_path / "victim"
+    (victim / "html").mkdir(parents=True)
+    root.mkdir()
+    for build in ("../victim", str(victim), ".", ""):
+        with pytest.raises(ValueError, match="inside root"):
+            cache.refresh(root, build=build)
+    assert (victim / "html").is_dir()                                  # nothing deleted outside the root
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        nqm.spectral_radius([1.0, 2.0], 0.1, float("nan"))             # used to crash the process
+    with pytest.raises(ValueError, match="rtol must be below 1"):
+        stats.assert_close(1.0, 3.0, rtol=5)
+    with pytest.raises(ValueError, match="no evidence folder"):
+        evidence.load(tmp_path / "missing")
+    with pytest.raises(ValueError, match="too many to count"):
+        minibatch.enumeration_size(10**7, 10**6, 1, "without")        # used to hang on factorial(10^7)
+    with pytest.raises(ValueError, match="limit"):
+        minibatch.batch_indices(10**7, 10, 1, "epoch")
+    assert minibatch.log_enumeration_size(6, 2, 2, "epoch") == pytest.approx(math.log(minibatch.enumeration_size(6, 2, 2, "epoch")))
+    assert minibatch.log_enumeration_size(5, 2, 3, "with") == pytest.approx(math.log(5 ** 6))
+    assert minibatch.log_enumeration_size(7, 3, 2, "without") == pytest.approx(math.log(35 ** 2))
+    with pytest.raises(ValueError, match="steps must be at most 100"):
+        muon.newton_schulz(torch.eye(3), steps=10**9)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 
 import torch
 
@@ -53,10 +54,24 @@ MAX_BYTES = 4 * 2**30
 
 def allocation_limit() -> float:
     """:data:`MAX_BYTES` times the size knob ``GRADNOISE_SCALE`` (when above 1): a run made 100 times larger
-    on purpose allocates 100 times more, and the guard is against typos, not against that."""
+    on purpose allocates 100 times more, and the guard is against typos, not against that. Whatever the
+    knob, the limit never exceeds half the memory of the machine (:func:`machine_memory`)."""
     from .device import scale
 
-    return MAX_BYTES * max(1.0, scale())
+    return min(MAX_BYTES * max(1.0, scale()), machine_memory() / 2)
+
+
+def machine_memory() -> float:
+    """Bytes of memory the package computes in: the GPU's when the device is CUDA, else the machine's RAM."""
+    from . import device
+
+    dev = device.device()
+    if dev.type == "cuda":
+        return float(torch.cuda.get_device_properties(dev).total_memory)
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 64.0 * 2**30
 
 
 def count(n, name: str, minimum: int = 1, maximum: int | None = None) -> int:
@@ -123,7 +138,8 @@ def allocation(shape, dtype: torch.dtype, name: str) -> None:
     limit = allocation_limit()
     if size > limit:
         raise ValueError(f"{name} would allocate {size / 2**30:.1f} GiB (shape {tuple(int(d) for d in shape)}); "
-                         f"the limit is {limit / 2**30:.0f} GiB (4 GiB times GRADNOISE_SCALE)")
+                         f"the limit is {limit / 2**30:.0f} GiB (4 GiB times GRADNOISE_SCALE, at most half the "
+                         "machine's memory)")
 
 
 def same_kind(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:

@@ -108,6 +108,8 @@ def records(chapter: str | None = None) -> list[Record]:
 
 def load(directory) -> list[Record]:
     """Every record in the ``*.jsonl`` files of ``directory`` (missing resolution read as ``None``)."""
+    if not pathlib.Path(directory).is_dir():
+        raise ValueError(f"no evidence folder {str(directory)!r} (the tests would pass on nothing)")
     out = []
     for path in sorted(pathlib.Path(directory).glob("*.jsonl")):
         for n, line in enumerate(path.read_text().splitlines(), 1):

@@ -32,6 +32,10 @@ def _scheme(scheme: str) -> str:
     return scheme
 
 
+MAX_LOG_SIZE = 10_000.0
+"""Largest natural logarithm of an enumeration size that :func:`enumeration_size` forms as an integer."""
+
+
 def _sizes(n: int, batch: int, batches: int, scheme: str) -> None:
     checks.positive_int(n, "n")
     checks.positive_int(batch, "batch")
@@ -50,11 +54,26 @@ def enumeration_size(n: int, batch: int, batches: int = 1, scheme: str = "with")
     """
     scheme = _scheme(scheme)
     _sizes(n, batch, batches, scheme)
+    if log_enumeration_size(n, batch, batches, scheme) > MAX_LOG_SIZE:
+        raise ValueError(f"n = {n}, batch = {batch}, batches = {batches}: about "
+                         f"e^{log_enumeration_size(n, batch, batches, scheme):.3g} outcomes, too many to count "
+                         "exactly (log_enumeration_size gives the logarithm)")
     if scheme == "with":
         return n ** (batch * batches)
     if scheme == "without":
         return math.comb(n, batch) ** batches
     return math.factorial(n) // (math.factorial(batch) ** batches * math.factorial(n - batch * batches))
+
+
+def log_enumeration_size(n: int, batch: int, batches: int = 1, scheme: str = "with") -> float:
+    """The natural logarithm of :func:`enumeration_size`, from log-gamma: no huge integer is formed."""
+    scheme = _scheme(scheme)
+    _sizes(n, batch, batches, scheme)
+    if scheme == "with":
+        return batch * batches * math.log(n)
+    if scheme == "without":
+        return batches * (math.lgamma(n + 1) - math.lgamma(batch + 1) - math.lgamma(n - batch + 1))
+    return math.lgamma(n + 1) - batches * math.lgamma(batch + 1) - math.lgamma(n - batch * batches + 1)
 
 
 def batch_indices(n: int, batch: int, batches: int = 1, scheme: str = "with", limit: int = 2_000_000,
@@ -68,6 +87,10 @@ def batch_indices(n: int, batch: int, batches: int = 1, scheme: str = "with", li
     disjoint subsets. Raises ``ValueError`` when there are more than ``limit`` outcomes.
     """
     scheme = _scheme(scheme)
+    limit = checks.positive_int(limit, "limit")
+    if log_enumeration_size(n, batch, batches, scheme) > math.log(limit) + 1e-9:
+        raise ValueError(f"limit: about e^{log_enumeration_size(n, batch, batches, scheme):.1f} outcomes to "
+                         f"enumerate exceed limit = {limit}")
     size = enumeration_size(n, batch, batches, scheme)
     if size > limit:
         raise ValueError(f"limit: {size} outcomes to enumerate exceed limit = {limit}")

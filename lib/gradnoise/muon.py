@@ -75,7 +75,7 @@ def newton_schulz(G: torch.Tensor, steps: int = 5, coefficients=COEFFICIENTS, ep
     :math:`10^5`. Batched over leading dimensions.
     """
     checks.matrix(G, "G")
-    checks.positive_int(steps, "steps")
+    checks.count(steps, "steps", minimum=1, maximum=100)
     a, b, c = _check_coefficients(coefficients)
     if not float(eps) > 0:
         raise ValueError(f"eps must be positive, got {eps!r}")

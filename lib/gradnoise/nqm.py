@@ -58,8 +58,8 @@ def _nonneg(x: torch.Tensor, name: str) -> None:
 
 
 def _unit_interval(x: torch.Tensor, name: str) -> None:
-    if bool((x < 0).any()) or bool((x >= 1).any()):
-        raise ValueError(f"{name} must lie in [0, 1)")
+    if not bool(((x >= 0) & (x < 1)).all()):          # NaN fails both comparisons: refused too
+        raise ValueError(f"{name} must lie in [0, 1), got {x.tolist() if x.numel() <= 8 else 'values outside it'}")
 
 
 def preconditioned(h, c, p=0.0):

@@ -186,6 +186,9 @@ def assert_close(actual, expected, rtol: float = 1e-10, what: str = "value", cla
     :func:`assert_differs` on the wrong alternative.
     """
     tol = _bound(rtol, "rtol")
+    if not tol < 1:
+        raise ValueError(f"rtol must be below 1, got {rtol!r}: a relative error of 1 or more lets any value "
+                         "(of either sign) pass, so the check could not fail")
     atol = checks.positive_real(atol, "atol", allow_zero=True)
     a, e = _exact_pair(actual, expected, ("actual", "expected"))
     err = _relative_error(a, e)

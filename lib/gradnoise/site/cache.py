@@ -34,8 +34,11 @@ def fingerprint(root) -> str:
 
 def refresh(root, build: str = "_build") -> bool:
     """Drop the derived build state of ``root`` if its inputs changed; return whether it was dropped."""
-    root = pathlib.Path(root)
-    out = root / build
+    root = pathlib.Path(root).resolve()
+    out = (root / build).resolve()
+    if out == root or root not in out.parents:
+        raise ValueError(f"build must be a folder inside root {root}, got {build!r} (resolves to {out}): "
+                         "the cache deletes what it finds there")
     stamp = out / STAMP
     now = fingerprint(root)
     if stamp.exists() and stamp.read_text().strip() == now:

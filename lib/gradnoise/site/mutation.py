@@ -181,11 +181,13 @@ def _one_line(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def run_text(text: str, name: str, timeout: int = 900, env: dict | None = None) -> dict:
+def run_text(text: str, name: str, timeout: int = 900, env: dict | None = None,
+             evidence_dir: str | None = None) -> dict:
     """Execute MyST chapter ``text`` in a scratch directory, in a child process; return what happened.
 
     The child gets its own evidence folder (the book's records are never touched) and no execution
-    cache; it is killed with its kernel after ``timeout`` seconds. Returns ``status`` (``passed``,
+    cache (``evidence_dir`` keeps the records there instead); it is killed with its kernel after
+    ``timeout`` seconds. Returns ``status`` (``passed``,
     ``failed`` or ``timeout``), the first failing code ``cell`` (1-based), the exception's name and its
     message on one line, and the seconds it ran.
     """
@@ -197,7 +199,7 @@ def run_text(text: str, name: str, timeout: int = 900, env: dict | None = None) 
         nb = tmp / f"{name}.ipynb"
         nbformat.write(jupytext.reads(text, fmt="md:myst"), nb)
         child_env = {k: v for k, v in (env or os.environ).items() if k not in ("GRADNOISE_CACHE",)}
-        child_env["GRADNOISE_EVIDENCE"] = str(tmp / "evidence")
+        child_env["GRADNOISE_EVIDENCE"] = str(evidence_dir or tmp / "evidence")
         out = tmp / "outcome.json"
         cmd = [sys.executable, "-c", "import json, sys; from gradnoise.site.mutation import _execute; "
                "json.dump(_execute(sys.argv[1], int(sys.argv[2])), open(sys.argv[3], 'w'))",
