@@ -14,7 +14,7 @@ export GRADNOISE_EVIDENCE := $(CURDIR)/_build/evidence
 DEVICE_CHECK = $(BIN)/python -c "import sys, gradnoise.device as d; sys.exit(d.main())"
 PYTEST = $(BIN)/python -m pytest --nbval-lax --nbval-current-env
 
-.PHONY: book test test-seeds student mutate lock clean
+.PHONY: book test test-seeds student mutate pdf lock clean
 
 # A venv whose creation was interrupted (no working pip inside) is made again, not reused.
 $(STAMP): requirements.lock pyproject.toml
@@ -34,7 +34,7 @@ book: inputs
 	$(BIN)/jupyter-book build . -n -W --keep-going
 
 test: inputs
-	GRADNOISE_CACHE=$(CURDIR)/_build/.jupyter_cache $(PYTEST) --durations=15 tests --ignore=tests/test_site.py
+	GRADNOISE_CACHE=$(CURDIR)/_build/.jupyter_cache $(PYTEST) --durations=15 tests --ignore=tests/test_site.py --ignore=tests/test_pdf.py
 	$(BIN)/jupyter-book build . -n -W --keep-going
 	GRADNOISE_EDITION=student $(BIN)/jupyter-book build . -n -W --keep-going --path-output _build/student
 	$(BIN)/python -m pytest tests/test_site.py
@@ -44,6 +44,17 @@ test: inputs
 student: inputs
 	GRADNOISE_EDITION=student $(BIN)/jupyter-book build . -n -W --keep-going --path-output _build/student
 
+# The book as a PDF, both editions (Jupyter Book's LaTeX builder, XeLaTeX), from the chapters that make test
+# executed (a chapter the cache lacks is executed first); then both sites again, which now link their PDFs
+# (the student site only its own); then the PDFs read back (tests/test_pdf.py). Needs Debian's TeX Live
+# (texlive-latex-extra, texlive-xetex, latexmk, fonts-freefont-otf) and poppler-utils; .ci/run installs them.
+pdf: inputs
+	$(BIN)/jupyter-book build . -n -W --keep-going --builder pdflatex
+	GRADNOISE_EDITION=student $(BIN)/jupyter-book build . -n -W --keep-going --builder pdflatex --path-output _build/student
+	$(BIN)/jupyter-book build . -n -W --keep-going
+	GRADNOISE_EDITION=student $(BIN)/jupyter-book build . -n -W --keep-going --path-output _build/student
+	$(BIN)/python -m pytest tests/test_pdf.py
+
 # Every chapter and unit test under base seeds 1..20, JOBS seeds at a time (one torch thread each), each
 # with its own evidence folder so that the evidence tests run for every seed too. Slow; not part of CI.
 SEEDS ?= $(shell seq 1 20)
@@ -52,7 +63,7 @@ test-seeds: inputs
 	@mkdir -p _build/seeds
 	@echo $(SEEDS) | tr ' ' '\n' | xargs -P $(JOBS) -I{} sh -c '\
 		GRADNOISE_SEED={} OMP_NUM_THREADS=1 GRADNOISE_EVIDENCE=$(CURDIR)/_build/seeds/evidence-{} \
-		$(PYTEST) -q tests --ignore=tests/test_site.py > _build/seeds/seed-{}.log 2>&1 \
+		$(PYTEST) -q tests --ignore=tests/test_site.py --ignore=tests/test_pdf.py > _build/seeds/seed-{}.log 2>&1 \
 		&& echo "seed {}: $$(tail -n 1 _build/seeds/seed-{}.log)" \
 		|| { echo "seed {}: FAILED (_build/seeds/seed-{}.log)"; grep -E "^(FAILED|ERROR)" _build/seeds/seed-{}.log; exit 255; }'
 

@@ -57,15 +57,19 @@ def _with_math(text: str) -> list[nodes.Node]:
     return [nodes.math(p, p) if i % 2 else nodes.Text(p) for i, p in enumerate(parts) if p]
 
 
-def _doc_link(env, docname: str, text: str) -> nodes.reference:
-    """A link from the current page to ``docname`` whose text may hold ``$...$`` mathematics.
+def _doc_link(env, docname: str, text: str | None = None) -> nodes.Node:
+    """A link from the current page to ``docname``, resolved by Sphinx for every builder (HTML, LaTeX).
 
-    (A ``:doc:`` cross-reference would flatten the title's math nodes to raw TeX.)
+    Without ``text`` the link shows the target's title, mathematics included (see
+    :func:`_math_in_link_titles`: a plain ``{doc}`` reference would flatten it to raw TeX).
     """
+    from sphinx import addnodes
+
     if docname not in env.found_docs:
         raise ValueError(f"no document {docname}")
-    ref = nodes.reference("", "", internal=True, refuri=env.app.builder.get_relative_uri(env.docname, docname))
-    ref.extend(_with_math(text))
+    ref = addnodes.pending_xref("", refdomain="std", reftype="doc", reftarget="/" + docname,
+                                refexplicit=text is not None, refwarn=True, refdoc=env.docname)
+    ref += nodes.inline(text or "", text or "")
     return ref
 
 
@@ -108,7 +112,7 @@ class ClaimsLedger(SphinxDirective):
             note.extend(_with_math(r.verdict_note or ("—" if r.verdict == "holds" else "")))
             chapter = nodes.paragraph()
             if r.chapter:
-                chapter += _doc_link(self.env, r.chapter, r.title)
+                chapter += _doc_link(self.env, r.chapter)
             else:
                 chapter += nodes.emphasis(text="not yet covered")
             power = nodes.paragraph()
@@ -160,16 +164,27 @@ def _mutation_text(root: pathlib.Path, name: str) -> str:
     return f"{counts['caught']}/{counts['total']}{stale}"
 
 
+class mutation_link(nodes.General, nodes.Inline, nodes.Element):
+    """A chapter's mutation count, linked to its row on the evidence page at write time (HTML only: print
+    has no row anchors, and the count stands as text)."""
+
+
 def _mutation_link(env, root: pathlib.Path, docname: str) -> nodes.Node:
-    """A chapter's mutation count, linked to its row on the evidence page."""
+    """A chapter's mutation count (see :class:`mutation_link`)."""
     name = pathlib.PurePosixPath(docname).name
     for path in (_mutation.result_path(root, name), _mutation.list_path(root, name)):
         env.note_dependency(str(path))
-    text = _mutation_text(root, name)
-    if EVIDENCE_DOC not in env.found_docs:
-        return nodes.Text(text)
-    uri = env.app.builder.get_relative_uri(env.docname, EVIDENCE_DOC) + "#" + _mutation_anchor(name)
-    return nodes.reference("", text, internal=True, refuri=uri)
+    return mutation_link("", nodes.Text(_mutation_text(root, name)), anchor=_mutation_anchor(name))
+
+
+def _resolve_mutation_links(app, doctree, docname):
+    for node in list(doctree.findall(mutation_link)):
+        text = node.astext()
+        if app.builder.format == "html" and EVIDENCE_DOC in app.env.found_docs:
+            uri = app.builder.get_relative_uri(docname, EVIDENCE_DOC) + "#" + node["anchor"]
+            node.replace_self(nodes.reference("", text, internal=True, refuri=uri))
+        else:
+            node.replace_self(nodes.Text(text))
 
 
 class MutationTable(SphinxDirective):
@@ -190,7 +205,7 @@ class MutationTable(SphinxDirective):
             record = _mutation.read_result(root, name)
             doc = f"chapters/{name}"
             link = nodes.paragraph()
-            link += nodes.reference("", name, internal=True, refuri=env.app.builder.get_relative_uri(env.docname, doc))
+            link += _doc_link(env, doc, name)
             if record is None or not _mutation.list_path(root, name).exists():
                 cells = [link] + [nodes.paragraph(text="—") for _ in range(4)] + [nodes.paragraph(text="none recorded")]
                 per_chapter.append((name, cells, "mutations-none"))
@@ -235,6 +250,69 @@ class MutationTable(SphinxDirective):
         for cells in every:
             dbody += ClaimsLedger._row(cells, classes=[f"mutation-{cells[4].astext()}"])
         return [summary, table, nodes.paragraph(text="Every mutation, with the check that caught it:"), detail]
+
+
+PDFS = {"full": ("_build/latex", "gradnoise-book.pdf"),
+        "student": ("_build/student/_build/latex", "gradnoise-book.pdf")}
+"""Where ``make pdf`` leaves each edition's PDF (relative to the book's root)."""
+
+
+def _pdf_editions() -> list[str]:
+    """The PDFs a site offers: both on the full edition's, only its own on the student edition's."""
+    return ["student"] if _edition.edition() == "student" else list(PDFS)
+
+
+def pdf_name(edition: str) -> str:
+    """The file name of an edition's PDF on the website."""
+    return "gradnoise-book.pdf" if edition == "full" else f"gradnoise-book-{edition}.pdf"
+
+
+class PdfDownloads(SphinxDirective):
+    """Links to the PDFs of both editions, where ``make pdf`` has built them (a sentence saying how, if not).
+
+    The PDFs are copied into the website's root at ``build-finished``; this page depends on them, so the
+    HTML build that ``make pdf`` runs after the LaTeX builds adds the links.
+    """
+
+    has_content = False
+
+    def run(self):
+        root = pathlib.Path(self.env.srcdir)
+        found = {}
+        for edition in _pdf_editions():
+            folder, name = PDFS[edition]
+            path = root / folder / name
+            self.env.note_dependency(str(path))
+            if path.exists():
+                found[edition] = path
+        para = nodes.paragraph()
+        if not found:
+            para += nodes.Text("The book as a PDF (both editions) is built by ")
+            para += nodes.literal(text="make pdf")
+            para += nodes.Text("; this copy of the site was built without it.")
+            return [para]
+        if self.env.app.builder.format != "html":
+            return []
+        depth = self.env.docname.count("/")
+        para += nodes.Text("Download the book as a PDF: ")
+        for i, (edition, path) in enumerate(found.items()):
+            label = "the full edition" if edition == "full" else "the student edition (no solutions)"
+            uri = "../" * depth + pdf_name(edition)
+            para += nodes.reference("", "", nodes.Text(label), refuri=uri, classes=["pdf-download"])
+            para += nodes.Text(f" ({path.stat().st_size / 2**20:.1f} MiB)" + (", " if i < len(found) - 1 else "."))
+        return [para]
+
+
+def _copy_pdfs(app, exception):
+    """Put the built PDFs beside the website's pages (see :class:`PdfDownloads`)."""
+    if exception is not None or app.builder.format != "html":
+        return
+    root = pathlib.Path(app.srcdir)
+    for edition in _pdf_editions():
+        folder, name = PDFS[edition]
+        path = root / folder / name
+        if path.exists():
+            shutil.copy2(path, pathlib.Path(app.outdir) / pdf_name(edition))
 
 
 class BuildInfo(SphinxDirective):
@@ -410,9 +488,12 @@ def _math_in_link_titles(app, doctree, docname):
         if not ref.get("internal") or not uri or "://" in uri:
             continue
         path = uri.split("#", 1)[0]
-        if not path.endswith(suffix):
+        if path.startswith("%"):                                   # LaTeX: '%docname'
+            target = path[1:]
+        elif path.endswith(suffix):
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(docname), path[: -len(suffix)]))
+        else:
             continue
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(docname), path[: -len(suffix)]))
         title = app.env.titles.get(target)
         if title is None or not any(True for _ in title.findall(nodes.math)):
             continue
@@ -454,8 +535,36 @@ def _check_device(app):
         raise ConfigError(str(err)) from None
 
 
+def latex_macros(macros: dict) -> str:
+    r"""LaTeX definitions of MathJax's ``tex.macros`` (``name: body`` or ``name: [body, nargs]``).
+
+    The book's macros have one source, ``mathjax3_config`` in ``_config.yml``; the PDF's preamble is
+    written from it, so a macro added for the website is defined in print too. Each is defined with
+    ``\providecommand`` then ``\renewcommand``, which works whether or not LaTeX already knows the name.
+    """
+    lines = []
+    for name, body in (macros or {}).items():
+        nargs = 0
+        if isinstance(body, (list, tuple)):
+            body, nargs = body[0], int(body[1]) if len(body) > 1 else 0
+        if not isinstance(name, str) or not name.isalpha() or not isinstance(body, str):
+            raise ValueError(f"mathjax3_config tex.macros: {name!r}: {body!r} is not a macro LaTeX can take")
+        args = f"[{nargs}]" if nargs else ""
+        lines.append(rf"\providecommand{{\{name}}}{{}}\renewcommand{{\{name}}}{args}{{{body}}}")
+    return "\n".join(lines)
+
+
+def _latex_from_mathjax(app, config):
+    """Append the MathJax macros to the LaTeX preamble (see :func:`latex_macros`)."""
+    macros = ((config.mathjax3_config or {}).get("tex") or {}).get("macros") or {}
+    elements = dict(config.latex_elements or {})
+    elements["preamble"] = elements.get("preamble", "") + "\n% from mathjax3_config (gradnoise.site)\n" + latex_macros(macros) + "\n"
+    config.latex_elements = elements
+
+
 def setup(app):
     _check_device(app)
+    app.connect("config-inited", _latex_from_mathjax)
     _edition.edition()                                   # a wrong GRADNOISE_EDITION stops here, in one line
     app.connect("doctree-read", _edition.remove_solution_nodes)
     app.connect("build-finished", _edition.strip_downloads)
@@ -463,9 +572,13 @@ def setup(app):
     app.add_directive("evidence-table", EvidenceTable)
     app.connect("doctree-resolved", _fill_evidence)
     app.connect("doctree-resolved", _math_in_link_titles)
+    app.add_node(mutation_link)
+    app.connect("doctree-resolved", _resolve_mutation_links)
     app.add_directive("claims-ledger", ClaimsLedger)
     app.add_directive("mutation-table", MutationTable)
     app.add_directive("build-info", BuildInfo)
+    app.add_directive("pdf-downloads", PdfDownloads)
+    app.connect("build-finished", _copy_pdfs)
     app.connect("html-page-context", _dedupe_scripts)
     app.connect("html-page-context", _offer_notebook_download, priority=450)
     # Chapter titles with mathematics appear in the navigation of every page, so every page needs
