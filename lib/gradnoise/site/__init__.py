@@ -218,7 +218,7 @@ class MutationTable(SphinxDirective):
             surv += nodes.Text(str(counts["survived"]))
             for i, ident in enumerate(survivors):
                 surv += nodes.Text(": " if i == 0 else ", ")
-                surv += nodes.literal(text=ident)
+                surv += nodes.inline(ident, ident, classes=["mutation-id"])
             cells = [link, nodes.paragraph(text=str(counts["total"])),
                      nodes.paragraph(text=f"{counts['caught']} ({100 * counts['caught'] / max(1, counts['total']):.0f} %)"),
                      surv, nodes.paragraph(text=str(counts["error"] + counts["timeout"])),
@@ -230,7 +230,7 @@ class MutationTable(SphinxDirective):
                 how = (f"cell {row['cell']}: {row['message']}" if row["outcome"] == "caught"
                        else "every cell passed; the chapter says why" if row["outcome"] == "survived"
                        else f"{row['error'] or ''} {row['message']}".strip())
-                every.append([nodes.paragraph(text=name), nodes.paragraph("", "", nodes.literal(text=row["id"])),
+                every.append([nodes.paragraph(text=name), nodes.paragraph("", "", nodes.inline(row["id"], row["id"], classes=["mutation-id"])),
                               nodes.paragraph(text=row["kind"]), nodes.paragraph(text=m.why if m else "(no longer listed)"),
                               nodes.paragraph(text=row["outcome"]), nodes.paragraph(text=how)])
         summary = nodes.paragraph()
@@ -471,6 +471,27 @@ def _evidence_per_chapter(app, docname, records) -> nodes.table:
     return table
 
 
+PRINT_TABLES = {"claims-ledger": "footnotesize", "mutation-table": "footnotesize", "mutation-detail": "scriptsize",
+                "evidence-table": "scriptsize", "evidence-per-chapter": "footnotesize"}
+"""The book's generated tables, and the type size each is printed in."""
+
+
+def _tables_for_print(app, doctree, docname):
+    """In print (LaTeX), the generated tables wrap their text in columns of the given widths and a smaller
+    type, so that they fit the page; Sphinx would otherwise set a long table's columns unwrapped."""
+    if app.builder.format != "latex":
+        return
+    for table in list(doctree.findall(nodes.table)):
+        size = next((PRINT_TABLES[c] for c in table["classes"] if c in PRINT_TABLES), None)
+        if size is None:
+            continue
+        table["classes"] += ["colwidths-given", "longtable"]
+        parent = table.parent
+        at = parent.index(table)
+        parent.insert(at + 1, nodes.raw("", "\\endgroup\n", format="latex"))
+        parent.insert(at, nodes.raw("", f"\\begingroup\\{size}\n", format="latex"))
+
+
 def _math_in_link_titles(app, doctree, docname):
     """A cross-reference that shows a page's title keeps the title's mathematics as math.
 
@@ -572,6 +593,7 @@ def setup(app):
     app.add_directive("evidence-table", EvidenceTable)
     app.connect("doctree-resolved", _fill_evidence)
     app.connect("doctree-resolved", _math_in_link_titles)
+    app.connect("doctree-resolved", _tables_for_print, priority=900)
     app.add_node(mutation_link)
     app.connect("doctree-resolved", _resolve_mutation_links)
     app.add_directive("claims-ledger", ClaimsLedger)
