@@ -357,3 +357,22 @@ def test_polar_factor_over_many_chunks_matches_one_matrix_at_a_time(monkeypatch)
 def test_batched_decomposition_rejects_bad_chunk(chunk):
     with pytest.raises(ValueError, match="chunk"):
         ortho.batched_decomposition(torch.linalg.eigvalsh, torch.eye(3, dtype=f64), chunk=chunk)
+
+
+def test_laplacian_over_the_entries():
+    gen = torch.Generator().manual_seed(5)
+    X = torch.randn(3, 2, 4, dtype=torch.float64, generator=gen)           # a batch of three 2x4 matrices
+    # cubic entries: central differences are exact, and the Laplacian of X_ij^3 is 6 X_ij
+    torch.testing.assert_close(ortho.laplacian(lambda Y: Y**3, X, 1e-2), 6 * X, rtol=1e-9, atol=1e-9)
+    # a number per matrix: sum of squares has Laplacian 2mn
+    torch.testing.assert_close(ortho.laplacian(lambda Y: (Y**2).sum((-2, -1)), X, 1e-2),
+                               torch.full((3,), 16.0, dtype=torch.float64), rtol=1e-9, atol=1e-9)
+    # nested: Delta^2 of sum X^4 is 24 mn; the stencil's truncation adds exactly 2 h^2 per entry to Delta
+    lap2 = ortho.laplacian(lambda Y: ortho.laplacian(lambda Z: (Z**4).sum((-2, -1)), Y, 1e-2), X, 1e-2)
+    torch.testing.assert_close(lap2, torch.full((3,), 24.0 * 8, dtype=torch.float64), rtol=1e-5, atol=0)
+    # a nearest wrong stencil (dividing by 2 h^2) is told apart
+    assert not torch.allclose(ortho.laplacian(lambda Y: Y**3, X, 1e-2), 3 * X)
+    with pytest.raises(ValueError, match="h must be"):
+        ortho.laplacian(lambda Y: Y, X, 0.0)
+    with pytest.raises(ValueError, match="f must be"):
+        ortho.laplacian(3, X, 1e-2)

@@ -17,8 +17,8 @@ import shutil
 import subprocess
 
 import pytest
-import yaml
 
+from conftest import toc_files
 from gradnoise.site import PDFS, pdf_name
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -61,21 +61,7 @@ def _pages(edition: str) -> int:
 
 
 def _toc_pages() -> list[pathlib.Path]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    found = [toc["root"]]
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                found.append(node["file"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(toc.get("parts", toc.get("chapters", [])))
-    return [(ROOT / f).with_suffix(".md") for f in found]
+    return [(ROOT / f).with_suffix(".md") for f in toc_files()]
 
 
 def _title(path: pathlib.Path) -> str:

@@ -281,6 +281,33 @@ def polar_second_order(G: torch.Tensor, h: float = 1e-4) -> torch.Tensor:
     return D.reshape(d, d, d).permute(2, 0, 1)
 
 
+def laplacian(f, X: torch.Tensor, h: float) -> torch.Tensor:
+    r"""The Laplacian over the entries of ``X``, :math:`\sum_p \partial^2 f/\partial X_p^2`, by central differences.
+
+    :math:`\sum_p [f(X + h e_p) + f(X - h e_p) - 2 f(X)]/h^2` over the :math:`mn` entries of ``X`` of shape
+    ``(..., m, n)``; ``f`` maps a batch ``(..., m, n)`` to ``(..., *out)`` (a number or a matrix per input)
+    and is called on a batch of the :math:`mn` shifted copies at once. The truncation error is
+    :math:`\tfrac{h^2}{12}\sum_p \partial^4 f/\partial X_p^4`; the rounding error grows like
+    :math:`u\,|f|/h^2`. Nesting gives :math:`\Delta^2`: ``laplacian(lambda Y: laplacian(f, Y, h), X, h)``.
+    The heat-flow form of the bias expansion (:math:`b_2 = \tfrac{\varepsilon^4}4\Delta b_1`, ...) is
+    where the book needs it.
+    """
+    checks.matrix(X, "X")
+    h = checks.positive_real(h, "h")
+    if not callable(f):
+        raise ValueError(f"f must be a function of a batch of matrices, got {type(f).__name__}")
+    m, n = X.shape[-2:]
+    checks.allocation((*X.shape[:-2], m * n, m, n), X.dtype, "laplacian")
+    e = h * torch.eye(m * n, dtype=X.dtype, device=X.device).reshape(m * n, m, n)
+    centre = f(X)
+    out = centre.ndim - (X.ndim - 2)
+    if out < 0:
+        raise ValueError(f"f must keep the batch dimensions {tuple(X.shape[:-2])}, got shape {tuple(centre.shape)}")
+    Xe = X.unsqueeze(-3)
+    total = (f(Xe + e) + f(Xe - e)).sum(-(out + 1))
+    return (total - 2 * m * n * centre) / h**2
+
+
 def _isotropic_terms(G: torch.Tensor, var: float):
     checks.matrix(G, "G")
     var = checks.positive_real(var, "var")

@@ -526,23 +526,9 @@ def _math_in_link_titles(app, doctree, docname):
 
 
 def _toc_order(env) -> list[str]:
-    import yaml
+    from . import toc
 
-    toc = pathlib.Path(env.srcdir) / "_toc.yml"
-    found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                found.append(str(node["file"]))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(yaml.safe_load(toc.read_text()) if toc.exists() else {})
-    return found
+    return toc.files(env.srcdir)
 
 
 def _check_device(app):

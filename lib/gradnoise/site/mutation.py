@@ -310,23 +310,10 @@ def summary(record: dict) -> dict:
 
 def chapters(root) -> list[str]:
     """Every chapter (a MyST notebook of ``_toc.yml``), in the book's order."""
-    import yaml
+    from . import toc
 
     root = pathlib.Path(root)
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                found.append(str(node["file"]))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(toc)
+    found = toc.files(root)
     names = []
     for entry in found:
         path = (root / entry).with_suffix(".md")
