@@ -30,9 +30,15 @@ from sphinx.util.docutils import SphinxDirective
 
 from . import edition as _edition
 from . import ledger as _ledger
-from . import mutation as _mutation
 
 CATALOGUE = "claims.yml"
+
+
+def _mutation():
+    """:mod:`gradnoise.site.mutation`, imported when first needed (so that ``python -m`` can run it cleanly)."""
+    from . import mutation
+
+    return mutation
 
 
 def _chapters(env) -> dict[str, pathlib.Path]:
@@ -156,11 +162,11 @@ def _mutation_anchor(name: str) -> str:
 
 def _mutation_text(root: pathlib.Path, name: str) -> str:
     """``caught/total`` of a chapter's mutation record, with ``(stale)`` or ``none`` where that is so."""
-    record = _mutation.read_result(root, name)
-    if record is None or not _mutation.list_path(root, name).exists():
+    record = _mutation().read_result(root, name)
+    if record is None or not _mutation().list_path(root, name).exists():
         return "none recorded"
-    counts = _mutation.summary(record)
-    stale = "" if _mutation.state(root, name, record) == "fresh" else " (stale)"
+    counts = _mutation().summary(record)
+    stale = "" if _mutation().state(root, name, record) == "fresh" else " (stale)"
     return f"{counts['caught']}/{counts['total']}{stale}"
 
 
@@ -172,7 +178,7 @@ class mutation_link(nodes.General, nodes.Inline, nodes.Element):
 def _mutation_link(env, root: pathlib.Path, docname: str) -> nodes.Node:
     """A chapter's mutation count (see :class:`mutation_link`)."""
     name = pathlib.PurePosixPath(docname).name
-    for path in (_mutation.result_path(root, name), _mutation.list_path(root, name)):
+    for path in (_mutation().result_path(root, name), _mutation().list_path(root, name)):
         env.note_dependency(str(path))
     return mutation_link("", nodes.Text(_mutation_text(root, name)), anchor=_mutation_anchor(name))
 
@@ -195,24 +201,24 @@ class MutationTable(SphinxDirective):
     def run(self):
         env = self.env
         root = pathlib.Path(env.srcdir)
-        names = _mutation.chapters(root)
+        names = _mutation().chapters(root)
         per_chapter, every = [], []
         totals = Counter()
         for name in names:
-            for path in (_mutation.result_path(root, name), _mutation.list_path(root, name),
+            for path in (_mutation().result_path(root, name), _mutation().list_path(root, name),
                          root / "chapters" / f"{name}.md"):
                 env.note_dependency(str(path))
-            record = _mutation.read_result(root, name)
+            record = _mutation().read_result(root, name)
             doc = f"chapters/{name}"
             link = nodes.paragraph()
             link += _doc_link(env, doc, name)
-            if record is None or not _mutation.list_path(root, name).exists():
+            if record is None or not _mutation().list_path(root, name).exists():
                 cells = [link] + [nodes.paragraph(text="—") for _ in range(4)] + [nodes.paragraph(text="none recorded")]
                 per_chapter.append((name, cells, "mutations-none"))
                 continue
-            counts = _mutation.summary(record)
+            counts = _mutation().summary(record)
             totals.update(counts)
-            fresh = _mutation.state(root, name, record)
+            fresh = _mutation().state(root, name, record)
             survivors = [row["id"] for row in record["mutations"] if row["outcome"] == "survived"]
             surv = nodes.paragraph()
             surv += nodes.Text(str(counts["survived"]))
@@ -224,7 +230,7 @@ class MutationTable(SphinxDirective):
                      surv, nodes.paragraph(text=str(counts["error"] + counts["timeout"])),
                      nodes.paragraph(text=f"{record['recorded'][:10]}, {fresh}")]
             per_chapter.append((name, cells, f"mutations-{fresh}"))
-            mutations = {m.id: m for m in _mutation.load(_mutation.list_path(root, name))}
+            mutations = {m.id: m for m in _mutation().load(_mutation().list_path(root, name))}
             for row in record["mutations"]:
                 m = mutations.get(row["id"])
                 how = (f"cell {row['cell']}: {row['message']}" if row["outcome"] == "caught"
