@@ -243,11 +243,14 @@ const hide = document.createElement('style');
 hide.textContent = 'pre, code, script, style { display: none !important; }';
 document.head.appendChild(hide);
 const proseText = document.body.innerText;
+hide.textContent = 'pre, code, script, style, .math, mjx-container { display: none !important; }';
+const plainText = document.body.innerText;
 hide.remove();
 return {
   location: location.href,
   fullText: document.body.innerText,
   proseText: proseText,
+  plainText: plainText,
   math: all('.math').map(el => ({typeset: el.querySelector('mjx-container') !== null,
                                  text: short(el.textContent, 80)})),
   mathErrors: all('mjx-merror, [data-mjx-error]').map(
@@ -378,9 +381,10 @@ def check_math(page: Page) -> list[str]:
                             f"…{_context(prose, at, at + len(token))}…")
     for match in list(RAW_INLINE_TEX.finditer(prose))[:5]:
         problems.append(f"raw inline TeX in the rendered text: {match.group(0)!r}")
-    for match in list(RAW_CONTROL_SEQUENCE.finditer(prose))[:5]:
+    plain = page.dom["plainText"]
+    for match in list(RAW_CONTROL_SEQUENCE.finditer(plain))[:5]:
         problems.append(f"TeX control sequence {match.group(0)!r} in the rendered text outside formulas "
-                        f"and code: …{_context(prose, match.start(), match.end())}…")
+                        f"and code: …{_context(plain, match.start(), match.end())}…")
     full = page.dom["fullText"]
     if "Math input error" in full:
         at = full.find("Math input error")
