@@ -433,14 +433,7 @@ def _fill_evidence(app, doctree, docname):
         headers = ["Chapter", "Claim", "Check", "Kind", "Entries", "Worst", "Bound", "Resolution"]
         table, body = ClaimsLedger._table(["evidence-table"], headers, (14, 8, 34, 8, 6, 10, 8, 10))
         for r in records:
-            chapter = nodes.paragraph()
-            target = f"chapters/{r.chapter}"
-            if target in app.env.found_docs:
-                ref = nodes.reference("", r.chapter, internal=True,
-                                      refuri=app.builder.get_relative_uri(docname, target))
-                chapter += ref
-            else:
-                chapter += nodes.Text(r.chapter)
+            chapter = _chapter_cell(app, docname, r.chapter)
             claim = nodes.paragraph()
             if r.claim:
                 claim += nodes.literal(text=r.claim)
@@ -455,6 +448,17 @@ def _fill_evidence(app, doctree, docname):
         holder.replace_self(out)
 
 
+def _chapter_cell(app, docname: str, name: str) -> nodes.paragraph:
+    """A table cell naming chapter ``name``, linked to it (write time: every builder can resolve it)."""
+    cell = nodes.paragraph()
+    target = f"chapters/{name}"
+    if target in app.env.found_docs:
+        cell += nodes.reference("", name, internal=True, refuri=app.builder.get_relative_uri(docname, target))
+    else:
+        cell += nodes.Text(name)
+    return cell
+
+
 def _evidence_per_chapter(app, docname, records) -> nodes.table:
     """Per chapter: how many checks, how many distinct predictions they test, and of which kinds."""
     from .. import evidence
@@ -465,12 +469,7 @@ def _evidence_per_chapter(app, docname, records) -> nodes.table:
     for name in chapters:
         mine = [r for r in records if r.chapter == name]
         kinds = Counter(r.kind for r in mine)
-        cell = nodes.paragraph()
-        target = f"chapters/{name}"
-        if target in app.env.found_docs:
-            cell += nodes.reference("", name, internal=True, refuri=app.builder.get_relative_uri(docname, target))
-        else:
-            cell += nodes.Text(name)
+        cell = _chapter_cell(app, docname, name)
         body += ClaimsLedger._row([cell] + [nodes.paragraph(text=str(v)) for v in (
             len(mine), evidence.distinct_predictions(mine), kinds["agrees"], kinds["rejects"], kinds["exact"],
             kinds["differs"])])
