@@ -24,7 +24,7 @@ def test_with_singular_values(gen):
     assert torch.allclose(torch.linalg.svdvals(G), torch.tensor([3.0, 1.0, 0.0], dtype=f64), atol=1e-12)
     with pytest.raises(ValueError, match="min\\(m, n\\)"):
         sampling.with_singular_values([1.0, 2.0], 3, 5, gen)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match=r"s must be finite real numbers in \[0, inf\)"):
         sampling.with_singular_values([1.0, -1.0, 0.5], 3, 5, gen)
     with pytest.raises(ValueError, match="m must be"):
         sampling.with_singular_values([1.0], 0, 5, gen)

@@ -129,12 +129,15 @@ def exact_dtype(x: torch.Tensor, name: str) -> torch.Tensor:
     return x
 
 
-def allocation(shape, dtype: torch.dtype, name: str) -> None:
-    """Refuse to allocate a tensor of ``shape`` larger than :func:`allocation_limit` (a size typo, not a request)."""
+def allocation(shape, dtype: torch.dtype, name: str, copies: float = 1) -> None:
+    """Refuse to allocate a tensor of ``shape`` larger than :func:`allocation_limit` (a size typo, not a request).
+
+    ``copies`` counts the intermediates of that size the computation holds at once (a function that needs
+    the result and two temporaries of its size passes 3)."""
     numel = 1
     for d in shape:
         numel *= int(d)
-    size = numel * torch.empty((), dtype=dtype).element_size()
+    size = numel * torch.empty((), dtype=dtype).element_size() * copies
     limit = allocation_limit()
     if size > limit:
         raise ValueError(f"{name} would allocate {size / 2**30:.1f} GiB (shape {tuple(int(d) for d in shape)}); "
@@ -163,3 +166,188 @@ def dim(d, ndim: int, name: str = "dim") -> int:
     if isinstance(d, bool) or not -ndim <= value < ndim:
         raise ValueError(f"{name} must lie in [{-ndim}, {ndim - 1}] for a tensor of {ndim} dimensions, got {d!r}")
     return value
+
+
+def _not_a_number(x) -> bool:
+    return x is None or isinstance(x, (bool, str, bytes, complex))
+
+
+def real(x, name: str, low: float | None = None, high: float | None = None,
+         low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number (not a bool, a string or a complex number; NaN refused) in the interval from
+    ``low`` to ``high`` (closed ends unless ``low_open``/``high_open``); returned as ``float``."""
+    interval = _interval(low, high, low_open, high_open)
+    if _not_a_number(x) or (isinstance(x, torch.Tensor) and (x.numel() != 1 or x.is_complex() or x.dtype == torch.bool)):
+        raise ValueError(f"{name} must be a finite real number in {interval}, got {_short(x)}")
+    try:
+        value = float(x)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise ValueError(f"{name} must be a finite real number in {interval}, got {_short(x)}") from None
+    ok = math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        raise ValueError(f"{name} must be a finite real number in {interval}, got {_short(x)}")
+    return value
+
+
+def real_tensor(x, name: str, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False, device=None,
+                dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``x`` (a number, a sequence or a real tensor) as a ``dtype`` tensor whose entries are finite and lie
+    in the interval from ``low`` to ``high`` (as :func:`real`); NaN, bools, strings and complex refused."""
+    interval = _interval(low, high, low_open, high_open)
+    if _not_a_number(x) or (isinstance(x, torch.Tensor) and (x.is_complex() or x.dtype == torch.bool)):
+        raise ValueError(f"{name} must be real numbers in {interval}, got {_short(x)}")
+    if isinstance(x, (list, tuple)) and any(_not_a_number(v) for v in _flat(x)):
+        raise ValueError(f"{name} must be real numbers in {interval}, got {_short(x)}")
+    try:
+        t = torch.as_tensor(x, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise ValueError(f"{name} must be real numbers in {interval}, got {_short(x)}") from None
+    if t.numel() == 0:
+        raise ValueError(f"{name} is empty")
+    bad = ~torch.isfinite(t)
+    if low is not None:
+        bad |= (t <= low) if low_open else (t < low)
+    if high is not None:
+        bad |= (t >= high) if high_open else (t > high)
+    if bool(bad.any()):
+        raise ValueError(f"{name} must be finite real numbers in {interval}, got {_short(x)}")
+    return t
+
+
+def _interval(low, high, low_open, high_open) -> str:
+    return (("(" if low_open or low is None else "[") + ("-inf" if low is None else f"{low:g}") + ", "
+            + ("inf" if high is None else f"{high:g}") + (")" if high_open or high is None else "]"))
+
+
+def _flat(x):
+    for v in x:
+        if isinstance(v, (list, tuple)):
+            yield from _flat(v)
+        else:
+            yield v
+
+
+def _short(x) -> str:
+    """A one-line, short description of a value for an error message."""
+    if isinstance(x, torch.Tensor):
+        if x.numel() <= 4:
+            return f"{x.tolist()!r}"
+        return f"a tensor of shape {tuple(x.shape)} ({x.dtype})"
+    text = repr(x).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def choice(x, name: str, options) -> object:
+    """``x`` must be one of ``options`` (compared with ``==`` after a type check, so ``True`` is not ``1``)."""
+    for o in options:
+        if type(x) is type(o) and x == o:
+            return x
+    raise ValueError(f"{name} must be one of {tuple(options)!r}, got {_short(x)}")
+
+
+def flag(x, name: str) -> bool:
+    """A ``bool`` (not a number standing in for one)."""
+    if not isinstance(x, bool):
+        raise ValueError(f"{name} must be True or False, got {_short(x)}")
+    return x
+
+
+def function(f, name: str):
+    """A callable."""
+    if not callable(f):
+        raise ValueError(f"{name} must be callable, got {type(f).__name__}")
+    return f
+
+
+MAX_STEPS = 10**6
+"""Most iterations of a Python-level loop over steps a function runs at ``GRADNOISE_SCALE=1`` (grows with the
+knob, to at most 10**8): a chapter-scale run takes thousands of steps and seconds; a million times more is
+a typo, refused in one line rather than run for days."""
+
+
+def steps(n, name: str = "steps", minimum: int = 0) -> int:
+    """A number of iterations: an integer from ``minimum`` to :data:`MAX_STEPS` times the size knob."""
+    from .device import scale
+
+    return count(n, name, minimum=minimum, maximum=int(min(MAX_STEPS * max(1.0, scale()), 10**8)))
+
+
+def tensor(x, name: str, ndim: int | None = None, min_ndim: int = 0, floating: bool = True,
+           allow_empty: bool = False, finite: bool = True) -> torch.Tensor:
+    """A tensor (``ndim`` dimensions exactly, or at least ``min_ndim``), floating-point unless told otherwise,
+    non-empty and with finite entries unless told otherwise."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
+    if x.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {tuple(x.shape)}")
+    if floating and not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if not allow_empty and x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    if finite and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def floating_dtype(dtype, name: str = "dtype") -> torch.dtype:
+    """A floating-point ``torch.dtype``."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"{name} must be a floating-point torch.dtype, got {_short(dtype)}")
+    return dtype
+
+
+def inside(path, root, name: str = "path"):
+    """``path`` resolved (``..`` and symlinks followed) must lie inside ``root`` resolved; returns it."""
+    import pathlib
+
+    try:
+        resolved = pathlib.Path(path).resolve()
+        base = pathlib.Path(root).resolve()
+    except (TypeError, ValueError, OSError):
+        raise ValueError(f"{name} must be a path, got {_short(path)}") from None
+    if resolved != base and base not in resolved.parents:
+        raise ValueError(f"{name} {str(path)!r} resolves outside {str(base)!r}; refused")
+    return resolved
+
+
+def torch_device(d, name: str = "device") -> torch.device:
+    """A device this machine has: ``None`` (the book's device), a ``torch.device`` or its name."""
+    from . import device as _device
+
+    if d is None:
+        return _device.device()
+    if isinstance(d, torch.device):
+        dev = d
+    elif isinstance(d, str):
+        try:
+            dev = torch.device(d)
+        except RuntimeError:
+            raise ValueError(f"{name} {d!r} is not a torch device name (try 'cpu' or 'cuda')") from None
+    else:
+        raise ValueError(f"{name} must be None, a torch.device or a device name, got {type(d).__name__}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} {str(d)!r} asks for CUDA, but torch sees no GPU here (use 'cpu')")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name} {str(d)!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif dev.type != "cpu":
+        raise ValueError(f"{name} {str(d)!r}: only 'cpu' and 'cuda[:i]' are supported")
+    return dev
+
+
+def long_tensor(x, name: str, min_ndim: int = 1) -> torch.Tensor:
+    """A tensor of integer indices (``torch.long``) with at least ``min_ndim`` dimensions."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of indices, got {type(x).__name__}")
+    if x.dtype != torch.long:
+        raise ValueError(f"{name} must be a long tensor, got {x.dtype}")
+    if x.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {tuple(x.shape)}")
+    return x

@@ -16,8 +16,9 @@ DTYPE = torch.float64
 ENV_VAR = "GRADNOISE_DEVICE"
 
 
-class DeviceUnavailable(RuntimeError):
-    """Raised when ``GRADNOISE_DEVICE`` names a device this machine does not have."""
+class DeviceUnavailable(ValueError, RuntimeError):
+    """Raised when ``GRADNOISE_DEVICE`` names a device this machine does not have (a ``ValueError``: the
+    setting is wrong; also a ``RuntimeError``, as it was first)."""
 
 
 def device() -> torch.device:
@@ -85,8 +86,9 @@ def scale() -> float:
 
 def trials(n: int) -> int:
     """``n`` Monte-Carlo trials times the size knob :func:`scale`, rounded, and at least 2."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    from . import checks
+
+    n = checks.count(n, "n", minimum=2)
     return max(2, round(n * scale()))
 
 

@@ -23,20 +23,34 @@ from . import checks
 
 
 def _positive(x, name: str) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {x!r}") from None
-    if not (v > 0 and v < float("inf")):
-        raise ValueError(f"{name} must be a positive number, got {x!r}")
-    return v
+    return checks.real(x, name, low=0, low_open=True)
+
+
+def _start(theta0, gen, steps, record_every):
+    """The shared argument checks of the two simulators; returns (steps, every)."""
+    checks.tensor(theta0, "theta0", ndim=2)
+    checks.generator(gen, "gen")
+    if gen.device.type != theta0.device.type:
+        raise ValueError(f"gen is on {gen.device} but theta0 on {theta0.device}: draw them on one device")
+    steps = checks.steps(steps, minimum=1)
+    every = _record_steps(steps, record_every)
+    if record_every is not None:
+        checks.allocation((steps // every, *theta0.shape), theta0.dtype, "the recorded states")
+    return steps, every
+
+
+def _returned(x, name: str, shape) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or tuple(x.shape) != tuple(shape):
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} returned {got}, expected a tensor of shape {tuple(shape)}")
+    return x
 
 
 def _record_steps(steps: int, record_every: int | None) -> int:
-    checks.positive_int(steps, "steps")
+    steps = checks.positive_int(steps, "steps")
     if record_every is None:
         return steps
-    checks.positive_int(record_every, "record_every")
+    record_every = checks.positive_int(record_every, "record_every")
     if steps % record_every:
         raise ValueError(f"record_every = {record_every} must divide steps = {steps}")
     return record_every
@@ -50,14 +64,12 @@ def sgd_chains(theta0: torch.Tensor, stochastic_gradient: Callable, eta: float, 
     Returns the final state ``(chains, d)``, or with ``record_every = r`` the states after steps
     ``r, 2r, ..., steps`` stacked as ``(steps // r, chains, d)``.
     """
-    checks.matrix(theta0, "theta0", min_ndim=2)
+    checks.function(stochastic_gradient, "stochastic_gradient")
     eta = _positive(eta, "eta")
-    every = _record_steps(steps, record_every)
+    steps, every = _start(theta0, gen, steps, record_every)
     theta, out = theta0.clone(), []
     for k in range(1, steps + 1):
-        grad = stochastic_gradient(theta, gen)
-        if grad.shape != theta.shape:
-            raise ValueError(f"stochastic_gradient returned {tuple(grad.shape)}, expected {tuple(theta.shape)}")
+        grad = _returned(stochastic_gradient(theta, gen), "stochastic_gradient", theta.shape)
         theta = theta - eta * grad
         if record_every is not None and k % every == 0:
             out.append(theta)
@@ -71,17 +83,16 @@ def euler_maruyama(theta0: torch.Tensor, drift: Callable, noise_factor: Callable
     ``drift(theta)`` returns ``(chains, d)``, ``noise_factor(theta)`` returns ``(chains, d, d)``; the
     Brownian increments are drawn from ``gen``. Returns like :func:`sgd_chains`.
     """
-    checks.matrix(theta0, "theta0", min_ndim=2)
+    checks.function(drift, "drift")
+    checks.function(noise_factor, "noise_factor")
     dt = _positive(dt, "dt")
-    every = _record_steps(steps, record_every)
+    steps, every = _start(theta0, gen, steps, record_every)
     theta, out = theta0.clone(), []
     root = dt**0.5
     for k in range(1, steps + 1):
         z = torch.randn(theta.shape, generator=gen, device=theta.device, dtype=theta.dtype)
-        S = noise_factor(theta)
-        if S.shape != theta.shape + theta.shape[-1:]:
-            raise ValueError(f"noise_factor returned {tuple(S.shape)}, expected {tuple(theta.shape + theta.shape[-1:])}")
-        theta = theta + drift(theta) * dt + root * (S * z.unsqueeze(-2)).sum(-1)      # S z, elementwise (fast for small d)
+        S = _returned(noise_factor(theta), "noise_factor", theta.shape + theta.shape[-1:])
+        theta = theta + _returned(drift(theta), "drift", theta.shape) * dt + root * (S * z.unsqueeze(-2)).sum(-1)      # S z, elementwise (fast for small d)
         if record_every is not None and k % every == 0:
             out.append(theta)
     return theta if record_every is None else torch.stack(out)
@@ -89,9 +100,29 @@ def euler_maruyama(theta0: torch.Tensor, drift: Callable, noise_factor: Callable
 
 def _square(M: torch.Tensor, name: str) -> torch.Tensor:
     checks.matrix(M, name, min_ndim=2)
+    checks.exact_dtype(M, name)
     if M.shape[-1] != M.shape[-2]:
         raise ValueError(f"{name} must be square, got shape {tuple(M.shape)}")
     return M
+
+
+def _lyapunov_inputs(H, Sigma, eta, batch):
+    """Checks shared by the two stationary covariances: square float H and Sigma of one dtype and device,
+    Sigma symmetric positive semi-definite, and the Kronecker system within the allocation guard."""
+    _square(H, "H")
+    _square(Sigma, "Sigma")
+    checks.same_kind(H, Sigma, "H", "Sigma")
+    eta = _positive(eta, "eta")
+    batch = checks.positive_int(batch, "batch")
+    H, Sigma = _broadcast(H, Sigma)
+    d = H.shape[-1]
+    checks.allocation((*H.shape[:-2], d * d, d * d), H.dtype, "the Lyapunov system (d^2 x d^2 per matrix)", copies=3)
+    scale = Sigma.abs().amax().clamp(min=torch.finfo(Sigma.dtype).tiny)
+    if bool(((Sigma - Sigma.mT).abs() > 1e-8 * scale).any()):
+        raise ValueError("Sigma must be symmetric (a covariance)")
+    if bool((torch.linalg.eigvalsh(Sigma) < -1e-8 * scale).any()):
+        raise ValueError("Sigma must be positive semi-definite (a covariance); it has a negative eigenvalue")
+    return H, Sigma, eta, batch
 
 
 def _broadcast(H: torch.Tensor, Sigma: torch.Tensor):
@@ -126,11 +157,7 @@ def sgd_stationary_covariance(H: torch.Tensor, Sigma: torch.Tensor, eta: float, 
     as :math:`(I - A\otimes A)\,\mathrm{vec}\,C = \mathrm{vec}(\eta^2\Sigma/B)`. Needs every eigenvalue of
     :math:`A` inside the unit circle (``ValueError`` otherwise). Batched over leading dimensions.
     """
-    _square(H, "H")
-    _square(Sigma, "Sigma")
-    eta = _positive(eta, "eta")
-    checks.positive_int(batch, "batch")
-    H, Sigma = _broadcast(H, Sigma)
+    H, Sigma, eta, batch = _lyapunov_inputs(H, Sigma, eta, batch)
     d = H.shape[-1]
     I = torch.eye(d, dtype=H.dtype, device=H.device)
     A = I - eta * H
@@ -147,13 +174,9 @@ def ou_stationary_covariance(H: torch.Tensor, Sigma: torch.Tensor, eta: float, b
     :math:`(I\otimes H + H\otimes I)\,\mathrm{vec}\,C = \mathrm{vec}(\eta\Sigma/B)`. Needs every eigenvalue
     of :math:`H` to have a positive real part (``ValueError`` otherwise). Batched over leading dimensions.
     """
-    _square(H, "H")
-    _square(Sigma, "Sigma")
-    eta = _positive(eta, "eta")
-    checks.positive_int(batch, "batch")
+    H, Sigma, eta, batch = _lyapunov_inputs(H, Sigma, eta, batch)
     if bool((torch.linalg.eigvals(H).real <= 0).any()):
         raise ValueError("H must have eigenvalues with positive real parts (a stable drift)")
-    H, Sigma = _broadcast(H, Sigma)
     d = H.shape[-1]
     I = torch.eye(d, dtype=H.dtype, device=H.device).expand_as(H)
     M = _kron(I, H) + _kron(H, I)

@@ -17,8 +17,18 @@ Map = Callable[[torch.Tensor], torch.Tensor]
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
-    """The identity map (plain, un-preconditioned means)."""
+    """The identity map (plain, un-preconditioned means) on a floating tensor."""
+    checks.tensor(x, "x", allow_empty=True, finite=False)
     return x
+
+
+def _apply(f: Map, x: torch.Tensor, what: str) -> torch.Tensor:
+    """``f(x)``, which must be a tensor with ``x``'s leading (batch) dimensions."""
+    out = f(x)
+    if not isinstance(out, torch.Tensor) or out.shape[: x.ndim - 2] != x.shape[: x.ndim - 2]:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"f must map {what} {tuple(x.shape)} to a tensor with the same leading dimensions, got {got}")
+    return out
 
 
 def minibatch_mean(tokens: torch.Tensor) -> torch.Tensor:
@@ -45,10 +55,12 @@ def ema_weights(gamma: float, horizon: int | None = None, tol: float = 1e-12, dt
     Over a finite horizon the weights sum to :math:`1-\gamma^{\mathrm{horizon}}`, not 1.
     """
     g = checks.decay(gamma)
+    checks.floating_dtype(dtype)
+    device = checks.torch_device(device) if device is not None else None
     if horizon is None:
         horizon = stationary_horizon(g, tol)
     horizon = checks.positive_int(horizon, "horizon")
-    checks.allocation((horizon,), dtype, "ema_weights")
+    checks.allocation((horizon,), dtype, "ema_weights", copies=3)
     j = torch.arange(horizon, dtype=dtype, device=device)
     return (1 - g) * g**j
 
@@ -91,9 +103,8 @@ def ema_noise_factor(gamma: float, horizon: int, rho: float = 0.0) -> float:
     ``w`` and :math:`C_{ij} = \rho^{|i-j|}`: a finite sum, no limit taken.
     """
     horizon = checks.positive_int(horizon, "horizon")
-    checks.allocation((horizon, horizon), torch.float64, "ema_noise_factor")
-    if isinstance(rho, (bool, str)) or rho is None or not (-1.0 < float(rho) < 1.0):
-        raise ValueError(f"rho must lie in (-1, 1), got {rho!r}")
+    checks.allocation((horizon, horizon), torch.float64, "ema_noise_factor", copies=3)
+    rho = checks.real(rho, "rho", low=-1, high=1, low_open=True, high_open=True)
     w = ema_weights(gamma, horizon)
     idx = torch.arange(horizon)
     lag = (idx.unsqueeze(0) - idx.unsqueeze(1)).abs().to(w.dtype)
@@ -116,15 +127,14 @@ def richardson_estimates(halves: torch.Tensor, f: Map = identity, independent: t
     (a third ``k``-token mean, shape ``(..., m, n)``), :math:`g_k = f(\text{independent})` instead.
     """
     checks.matrix(halves, "halves", min_ndim=3)
+    checks.function(f, "f")
     if halves.shape[-3] != 2:
         raise ValueError(f"halves must hold 2 means along dim -3, got shape {tuple(halves.shape)}")
-    g_2k = f(halves.mean(dim=-3))
-    if independent is None:
-        g_k = f(halves[..., 0, :, :])
-    else:
+    if independent is not None:
         checks.matrix(independent, "independent")
         checks.same_shape(independent, halves[..., 0, :, :], "independent", "one half")
-        g_k = f(independent)
+    g_2k = _apply(f, halves.mean(dim=-3), "a mean")
+    g_k = _apply(f, halves[..., 0, :, :] if independent is None else independent, "a mean")
     return g_k, g_2k, richardson(g_2k, g_k)
 
 
@@ -136,9 +146,10 @@ def jackknife_bias(micro: torch.Tensor, f: Map = identity) -> torch.Tensor:
     :math:`(m-1)\,(\overline{\hat\theta_{(\cdot)}} - \hat\theta)`.
     """
     checks.matrix(micro, "micro", min_ndim=3)
+    checks.function(f, "f")
     m = micro.shape[-3]
     if m < 2:
         raise ValueError(f"micro must hold at least 2 micro-batches along dim -3, got {m}")
     total = micro.sum(dim=-3, keepdim=True)
     leave_one_out = (total - micro) / (m - 1)
-    return (m - 1) * (f(leave_one_out).mean(dim=-3) - f(total.squeeze(-3) / m))
+    return (m - 1) * (_apply(f, leave_one_out, "micro-batch means").mean(dim=-3) - _apply(f, total.squeeze(-3) / m, "a mean"))

@@ -59,8 +59,12 @@ def begin(name: str, claim: str | None = None) -> None:
     _records[:] = [r for r in _records if r.chapter != name]
     path = _path(name)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+        except OSError as err:
+            raise ValueError(f"{ENV_VAR}={str(path.parent)!r} is not a folder the evidence can be written to "
+                             f"({type(err).__name__})") from None
 
 
 def _check_claim(claim) -> None:
@@ -87,11 +91,20 @@ def _path(name: str) -> pathlib.Path | None:
 def record(kind: str, what: str, entries: int, worst: float, bound: float,
            resolution: float | None = None, claim: str | None = None) -> Record:
     """Keep one check's record in memory, and in the chapter's evidence file when one is kept."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    from . import checks
+
+    checks.choice(kind, "kind", KINDS)
     _check_claim(claim)
-    rec = Record(_state["chapter"] or "unnamed", claim if claim is not None else _state["claim"], str(what), kind, int(entries), float(worst),
-                 float(bound), None if resolution is None else float(resolution))
+    if not isinstance(what, str) or not what.strip():
+        raise ValueError(f"what must be a non-empty label, got {checks._short(what)}")
+    entries = checks.count(entries, "entries", minimum=1)
+    worst = checks.real(worst, "worst", low=0)
+    bound = checks.real(bound, "bound", low=0, low_open=True)
+    if resolution is not None and not (isinstance(resolution, (int, float)) and not isinstance(resolution, bool)
+                                       and resolution == math.inf):
+        resolution = checks.real(resolution, "resolution", low=0, low_open=True)
+    rec = Record(_state["chapter"] or "unnamed", claim if claim is not None else _state["claim"], what, kind, entries,
+                 worst, bound, None if resolution is None else float(resolution))
     _records.append(rec)
     path = _path(rec.chapter) if _state["chapter"] else None
     if path is not None:
@@ -108,6 +121,8 @@ def records(chapter: str | None = None) -> list[Record]:
 
 def load(directory) -> list[Record]:
     """Every record in the ``*.jsonl`` files of ``directory`` (missing resolution read as ``None``)."""
+    if not isinstance(directory, (str, os.PathLike)):
+        raise ValueError(f"directory must be a path, got {type(directory).__name__}")
     if not pathlib.Path(directory).is_dir():
         raise ValueError(f"no evidence folder {str(directory)!r} (the tests would pass on nothing)")
     out = []

@@ -28,8 +28,8 @@ from .device import DTYPE
 
 
 def _law(values, probs):
-    v = torch.as_tensor(values, dtype=DTYPE)
-    p = torch.as_tensor(probs, dtype=DTYPE, device=v.device)
+    v = checks.real_tensor(values, "values", device=values.device if isinstance(values, torch.Tensor) else "cpu")
+    p = checks.real_tensor(probs, "probs", low=0, device=v.device)
     if v.ndim != 1 or v.numel() == 0:
         raise ValueError(f"values must be a non-empty 1-D tensor, got shape {tuple(v.shape)}")
     if p.shape != v.shape:
@@ -90,7 +90,7 @@ def mean_law(values, probs, k: int):
     ascending, probabilities summing to 1.
     """
     v, p = _law(values, probs)
-    checks.positive_int(k, "k")
+    k = checks.positive_int(k, "k")
     keep = p > 0
     v, p = v[keep], p[keep]
     if math.comb(k + v.numel() - 1, v.numel() - 1) > MAX_COMPOSITIONS:
@@ -123,12 +123,13 @@ def polar_along(G: torch.Tensor, D: torch.Tensor, x: torch.Tensor, rtol: float |
     polar factor is not unique.
     """
     _direction(G, D)
-    x = torch.as_tensor(x, dtype=G.dtype, device=G.device)
-    if x.ndim != 1 or x.numel() == 0 or not bool(torch.isfinite(x).all()):
-        raise ValueError(f"x must be a non-empty finite 1-D tensor, got shape {tuple(x.shape)}")
+    x = checks.real_tensor(x, "x", device=G.device, dtype=G.dtype)
+    if x.ndim != 1:
+        raise ValueError(f"x must be a 1-D tensor, got shape {tuple(x.shape)}")
+    checks.allocation((x.numel(), *G.shape), G.dtype, "polar_along (one matrix per x)", copies=4)
+    tol = checks.open_unit(rtol, "rtol") if rtol is not None else max(G.shape) * torch.finfo(G.dtype).eps
     A = G + x[:, None, None] * D
     sv = torch.linalg.svdvals(A)
-    tol = rtol if rtol is not None else max(G.shape) * torch.finfo(G.dtype).eps
     bad = sv[:, -1] <= tol * sv[:, 0]
     if bool(bad.any()):
         j = int(bad.nonzero()[0])
@@ -149,7 +150,8 @@ def expected_polar_along(G: torch.Tensor, D: torch.Tensor, values, probs, k: int
     makes :math:`G + a_jD` rank-deficient (see :func:`polar_along`).
     """
     _direction(G, D)
-    checks.positive_int(chunk, "chunk")
+    checks.flag(centered, "centered")
+    chunk = checks.positive_int(chunk, "chunk")
     a, P = mean_law(values, probs, k)
     a, P = a.to(G.device), P.to(G.device)
     return _weighted(G, D, a, P, centered, chunk)
@@ -163,13 +165,18 @@ def _weighted(G, D, a, P, centered, chunk):
     return total if centered else O + total
 
 
+MAX_NODES = 2000
+"""Most Gauss–Hermite nodes :func:`hermite_rule` computes (a dense eigenproblem of that size: about a
+second; the book's rules have 64)."""
+
+
 def hermite_rule(nodes: int):
     r"""Gauss–Hermite rule for a standard normal: ``(z, w)`` with :math:`\mathbb E f(Z) \approx \sum_j w_j f(z_j)`.
 
     Exact for polynomials of degree ``< 2 * nodes``. From ``numpy.polynomial.hermite.hermgauss``
     (:math:`z = \sqrt2\,t`, :math:`w = \omega/\sqrt\pi`); float64 tensors on the CPU.
     """
-    checks.positive_int(nodes, "nodes")
+    nodes = checks.count(nodes, "nodes", minimum=1, maximum=MAX_NODES)
     t, omega = np.polynomial.hermite.hermgauss(nodes)
     return (torch.as_tensor(math.sqrt(2.0) * t, dtype=DTYPE), torch.as_tensor(omega / math.sqrt(math.pi), dtype=DTYPE))
 
@@ -186,12 +193,17 @@ def expected_polar_gaussian_along(G: torch.Tensor, D: torch.Tensor, var: float, 
     :func:`expected_polar_along`.
     """
     _direction(G, D)
-    if not (math.isfinite(float(var)) and float(var) > 0):
-        raise ValueError(f"var must be positive and finite, got {var!r}")
-    checks.positive_int(k, "k")
+    var = checks.real(var, "var", low=0, low_open=True)
+    k = checks.positive_int(k, "k")
+    checks.flag(centered, "centered")
     z, w = hermite_rule(nodes)
     sigma = math.sqrt(float(var) / k)
     return _weighted(G, D, (sigma * z).to(G.device), w.to(G.device), centered, 65536)
+
+
+MAX_POINTS = 200
+"""Most interpolation half-points :func:`polar_taylor_along` takes (a Vandermonde system of 2 * points + 1:
+beyond a few dozen its conditioning, not the points, limits the accuracy)."""
 
 
 def polar_taylor_along(G: torch.Tensor, D: torch.Tensor, order: int = 4, h: float | None = None,
@@ -208,12 +220,13 @@ def polar_taylor_along(G: torch.Tensor, D: torch.Tensor, order: int = 4, h: floa
     :math:`c_1, c_2` equal :math:`L_1(D), Q_2(D)` of :func:`gradnoise.ortho.polar_expansion`.
     """
     _direction(G, D)
-    checks.positive_int(order, "order")
-    checks.positive_int(points, "points")
+    order = checks.positive_int(order, "order")
+    points = checks.count(points, "points", minimum=1, maximum=MAX_POINTS)
     if h is None:
         h = 0.2 * float(torch.linalg.svdvals(G)[-1] / torch.linalg.matrix_norm(D, ord=2))
-    if not (math.isfinite(float(h)) and float(h) > 0):
-        raise ValueError(f"h must be positive, got {h!r}")
+        if not h > 0:
+            raise ValueError("G is singular, so the default h (0.2 s_min(G) / ||D||) is 0: pass h")
+    h = checks.real(h, "h", low=0, low_open=True)
     deg = 2 * points
     if order > deg:
         raise ValueError(f"order must be at most 2 * points = {deg}, got {order}")

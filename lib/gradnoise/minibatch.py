@@ -27,9 +27,7 @@ SCHEMES = ("with", "without", "epoch")
 
 
 def _scheme(scheme: str) -> str:
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-    return scheme
+    return checks.choice(scheme, "scheme", SCHEMES)
 
 
 MAX_LOG_SIZE = 10_000.0
@@ -62,7 +60,10 @@ def enumeration_size(n: int, batch: int, batches: int = 1, scheme: str = "with")
         return n ** (batch * batches)
     if scheme == "without":
         return math.comb(n, batch) ** batches
-    return math.factorial(n) // (math.factorial(batch) ** batches * math.factorial(n - batch * batches))
+    size = 1                       # n! / ((B!)^m (n - mB)!) as a product of binomials (no huge factorial)
+    for j in range(batches):
+        size *= math.comb(n - j * batch, batch)
+    return size
 
 
 def log_enumeration_size(n: int, batch: int, batches: int = 1, scheme: str = "with") -> float:
@@ -74,6 +75,10 @@ def log_enumeration_size(n: int, batch: int, batches: int = 1, scheme: str = "wi
     if scheme == "without":
         return batches * (math.lgamma(n + 1) - math.lgamma(batch + 1) - math.lgamma(n - batch + 1))
     return math.lgamma(n + 1) - batches * math.lgamma(batch + 1) - math.lgamma(n - batch * batches + 1)
+
+
+MAX_ENTRIES = 20_000_000
+"""Most indices (outcomes x batches x batch) :func:`batch_indices` enumerates (it builds them in Python)."""
 
 
 def batch_indices(n: int, batch: int, batches: int = 1, scheme: str = "with", limit: int = 2_000_000,
@@ -88,12 +93,16 @@ def batch_indices(n: int, batch: int, batches: int = 1, scheme: str = "with", li
     """
     scheme = _scheme(scheme)
     limit = checks.positive_int(limit, "limit")
+    device = checks.torch_device(device) if device is not None else None
     if log_enumeration_size(n, batch, batches, scheme) > math.log(limit) + 1e-9:
         raise ValueError(f"limit: about e^{log_enumeration_size(n, batch, batches, scheme):.1f} outcomes to "
                          f"enumerate exceed limit = {limit}")
     size = enumeration_size(n, batch, batches, scheme)
     if size > limit:
         raise ValueError(f"limit: {size} outcomes to enumerate exceed limit = {limit}")
+    if size * batches * batch > MAX_ENTRIES:
+        raise ValueError(f"batch: {size} outcomes of {batches} x {batch} indices are {size * batches * batch} "
+                         f"entries, more than the {MAX_ENTRIES} this Python-level enumeration builds")
     if scheme == "with":
         rows = list(itertools.product(range(n), repeat=batch * batches))
     elif scheme == "without":
@@ -105,12 +114,22 @@ def batch_indices(n: int, batch: int, batches: int = 1, scheme: str = "with", li
                 yield ()
                 return
             for c in itertools.combinations(left, batch):
-                rest = tuple(i for i in left if i not in c)
+                taken = set(c)
+                rest = tuple(i for i in left if i not in taken)
                 for tail in disjoint(rest, k - 1):
                     yield c + tail
         rows = list(disjoint(tuple(range(n)), batches))
     out = torch.tensor(rows, dtype=torch.long, device=device)
     return out.reshape(size, batches, batch)
+
+
+def _shape(shape) -> tuple:
+    """A shape: an integer or a sequence of positive integers."""
+    if isinstance(shape, (str, bytes)) or shape is None:
+        raise ValueError(f"shape must be a sequence of positive integers, got {shape!r}")
+    if not hasattr(shape, "__iter__"):
+        shape = (shape,)
+    return tuple(checks.count(d, "shape") for d in shape)
 
 
 def draw_indices(n: int, batch: int, shape, gen: torch.Generator, replacement: bool = True) -> torch.Tensor:
@@ -122,8 +141,9 @@ def draw_indices(n: int, batch: int, shape, gen: torch.Generator, replacement: b
     checks.generator(gen, "gen")
     if not replacement and batch > n:
         raise ValueError(f"batch = {batch} exceeds n = {n} without replacement")
-    shape = tuple(checks.count(d, "shape entry") for d in shape)
-    checks.allocation((*shape, n if not replacement else batch), torch.float64, "draw_indices")
+    shape = _shape(shape)
+    checks.flag(replacement, "replacement")
+    checks.allocation((*shape, n if not replacement else batch), torch.float64, "draw_indices", copies=2)
     if replacement:
         return torch.randint(n, (*shape, batch), generator=gen, device=gen.device)
     keys = torch.rand((*shape, n), generator=gen, device=gen.device)
@@ -136,9 +156,11 @@ def sample_indices(n: int, batch: int, batches: int, trials: int, gen: torch.Gen
     on the generator's device."""
     scheme = _scheme(scheme)
     _sizes(n, batch, batches, scheme)
-    checks.positive_int(trials, "trials")
+    trials = checks.positive_int(trials, "trials")
+    checks.generator(gen, "gen")
     if scheme in ("with", "without"):
         return draw_indices(n, batch, (trials, batches), gen, replacement=scheme == "with")
+    checks.allocation((trials, n), torch.float64, "sample_indices (one permutation per trial)", copies=3)
     keys = torch.rand(trials, n, generator=gen, device=gen.device)
     return keys.argsort(dim=-1)[:, : batch * batches].reshape(trials, batches, batch)
 
@@ -150,21 +172,28 @@ def batch_means(g: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     data set per trial) and ``indices`` ``(T, ..., B)`` gives ``(T, ..., d)``.
     """
     checks.matrix(g, "g", min_ndim=2)
-    if indices.dtype != torch.long:
-        raise ValueError(f"indices must be a long tensor, got {indices.dtype}")
+    checks.long_tensor(indices, "indices")
+    if indices.device != g.device:
+        raise ValueError(f"indices ({indices.device}) must be on g's device ({g.device})")
     n = g.shape[-2]
+    if indices.shape[-1] == 0:
+        raise ValueError(f"indices has batches of 0 examples (shape {tuple(indices.shape)}): a mean of nothing")
     if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= n):
         raise ValueError(f"indices must lie in [0, {n})")
     if g.ndim == 2:
         B, d = indices.shape[-1], g.shape[-1]
+        checks.allocation((*indices.shape[:-1], d), g.dtype, "batch_means (the means)")
         if B * d <= n:                                   # few, short rows: gather them
+            checks.allocation((*indices.shape, d), g.dtype, "batch_means (the gathered rows)")
             return g[indices].mean(dim=-2)
+        checks.allocation((*indices.shape[:-1], n), g.dtype, "batch_means (the counts)")
         # many or long rows (real per-example gradients: d in the thousands): count how often each
         # example is drawn and multiply, instead of materialising (..., B, d)
         counts = torch.zeros(*indices.shape[:-1], n, dtype=g.dtype, device=g.device)
         counts.scatter_add_(-1, indices, torch.ones(indices.shape, dtype=g.dtype, device=g.device))
         return counts @ g / B
     if g.ndim == 3 and indices.shape[0] == g.shape[0]:
+        checks.allocation((*indices.shape, g.shape[-1]), g.dtype, "batch_means (the gathered rows)")
         flat = indices.reshape(g.shape[0], -1)
         picked = torch.gather(g, 1, flat.unsqueeze(-1).expand(-1, -1, g.shape[-1]))
         return picked.reshape(*indices.shape, g.shape[-1]).mean(dim=-2)
@@ -176,6 +205,7 @@ def empirical_covariance(g: torch.Tensor) -> torch.Tensor:
     r""":math:`\Sigma_{\rm emp} = \frac1n\sum_i (g_i - g_n)(g_i - g_n)^\top` of ``g`` ``(..., n, d)`` (divisor
     :math:`n`, not :math:`n-1`), shaped ``(..., d, d)``."""
     checks.matrix(g, "g", min_ndim=2)
+    checks.allocation((*g.shape[:-2], g.shape[-1], g.shape[-1]), g.dtype, "empirical_covariance (d x d)")
     c = g - g.mean(dim=-2, keepdim=True)
     return c.transpose(-1, -2) @ c / g.shape[-2]
 
@@ -189,7 +219,10 @@ def exact_moments(g: torch.Tensor, batch: int, scheme: str = "with"):
     checks.matrix(g, "g", min_ndim=2)
     if _scheme(scheme) == "epoch":
         raise ValueError("scheme must be 'with' or 'without' for the moments of one batch")
+    batch = checks.positive_int(batch, "batch")
+    checks.allocation((*g.shape[:-2], g.shape[-1], g.shape[-1]), g.dtype, "exact_moments (d x d)")
     idx = batch_indices(g.shape[-2], batch, 1, scheme, device=g.device)[:, 0]       # (N, B)
+    checks.allocation((*g.shape[:-2], *idx.shape, g.shape[-1]), g.dtype, "exact_moments (every batch's rows)")
     means = g[..., idx, :].mean(dim=-2)                                            # (..., N, d)
     mu = means.mean(dim=-2)
     c = means - mu.unsqueeze(-2)
@@ -204,7 +237,8 @@ def covariance_estimate(means: torch.Tensor, batch: int) -> torch.Tensor:
     *minibatch-covariance*): multiply by :func:`estimate_correction`.
     """
     checks.matrix(means, "means", min_ndim=2)
-    checks.positive_int(batch, "batch")
+    batch = checks.positive_int(batch, "batch")
+    checks.allocation((*means.shape[:-2], means.shape[-1], means.shape[-1]), means.dtype, "covariance_estimate (d x d)")
     m = means.shape[-2]
     if m < 2:
         raise ValueError(f"means needs m >= 2 batches, got {m}")

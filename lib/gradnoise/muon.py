@@ -37,11 +37,26 @@ EPS = 1e-7
 
 
 def _check_coefficients(coefficients) -> tuple[float, float, float]:
-    try:
-        a, b, c = (float(x) for x in coefficients)
-    except (TypeError, ValueError):
-        raise ValueError(f"coefficients must be three numbers (a, b, c), got {coefficients!r}") from None
+    if isinstance(coefficients, (str, bytes)) or not hasattr(coefficients, "__len__") or len(coefficients) != 3:
+        raise ValueError(f"coefficients must be three finite numbers (a, b, c), got {checks._short(coefficients)}")
+    a, b, c = (checks.real(x, "coefficients") for x in coefficients)
     return a, b, c
+
+
+def _eps(eps) -> float:
+    return checks.real(eps, "eps", low=0, low_open=True)
+
+
+def _ns_steps(steps, name: str = "steps") -> int:
+    return checks.count(steps, name, minimum=1, maximum=100)
+
+
+def _pair(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    """Two finite floating tensors of the same shape, dtype and device (as torch's optimizer keeps them)."""
+    checks.tensor(a, name_a)
+    checks.tensor(b, name_b)
+    checks.same_shape(a, b, name_a, name_b)
+    checks.same_kind(a, b, name_a, name_b)
 
 
 def _iterate_one(X: torch.Tensor, steps: int, a: float, b: float, c: float) -> torch.Tensor:
@@ -75,12 +90,11 @@ def newton_schulz(G: torch.Tensor, steps: int = 5, coefficients=COEFFICIENTS, ep
     :math:`10^5`. Batched over leading dimensions.
     """
     checks.matrix(G, "G")
-    checks.count(steps, "steps", minimum=1, maximum=100)
+    steps = _ns_steps(steps)
     a, b, c = _check_coefficients(coefficients)
-    if not float(eps) > 0:
-        raise ValueError(f"eps must be positive, got {eps!r}")
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    eps = _eps(eps)
+    checks.floating_dtype(dtype)
+    checks.flag(exact, "exact")
     X = G.to(dtype)
     tall = X.shape[-2] > X.shape[-1]
     if tall:
@@ -103,9 +117,8 @@ def singular_value_map(x: torch.Tensor, steps: int = 5, coefficients=COEFFICIENT
     In exact arithmetic :math:`\mathrm{NS}(G) = U\,p^{\circ\,\rm steps}(S/\|G\|_F)\,V^\top` for
     :math:`G = USV^\top`; this is that map on the normalised singular values ``x``.
     """
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise ValueError("x must be a floating-point torch.Tensor")
-    checks.positive_int(steps, "steps")
+    checks.tensor(x, "x", allow_empty=True)
+    steps = _ns_steps(steps)
     a, b, c = _check_coefficients(coefficients)
     for _ in range(steps):
         x2 = x * x
@@ -119,9 +132,11 @@ def adjusted_lr(lr: float, shape, adjust_lr_fn: str | None = None) -> float:
     ``None`` or ``"original"``: :math:`r = \sqrt{\max(1, m/n)}`; ``"match_rms_adamw"``:
     :math:`r = 0.2\sqrt{\max(m, n)}`.
     """
-    if len(shape) < 2:
-        raise ValueError(f"shape must have at least two dimensions, got {tuple(shape)!r}")
-    m, n = int(shape[-2]), int(shape[-1])
+    lr = checks.real(lr, "lr", low=0)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) < 2:
+        raise ValueError(f"shape must have at least two dimensions, got {checks._short(shape)}")
+    m, n = checks.count(shape[-2], "shape"), checks.count(shape[-1], "shape")
+    checks.choice(adjust_lr_fn, "adjust_lr_fn", (None, "original", "match_rms_adamw"))
     if adjust_lr_fn is None or adjust_lr_fn == "original":
         return lr * math.sqrt(max(1, m / n))
     if adjust_lr_fn == "match_rms_adamw":
@@ -131,13 +146,15 @@ def adjusted_lr(lr: float, shape, adjust_lr_fn: str | None = None) -> float:
 
 def buffer_update(buf: torch.Tensor, grad: torch.Tensor, momentum: float) -> torch.Tensor:
     r"""torch's momentum buffer after one step: :math:`B_t = \mu B_{t-1} + (1-\mu) g_t` (``lerp``, not a sum)."""
-    checks.same_shape(buf, grad, "buf", "grad")
+    _pair(buf, grad, "buf", "grad")
+    momentum = checks.decay(momentum, "momentum")
     return torch.lerp(buf, grad, 1 - momentum)
 
 
 def nesterov_mix(grad: torch.Tensor, buf: torch.Tensor, momentum: float) -> torch.Tensor:
     r"""torch's Nesterov input to Newton–Schulz: :math:`(1-\mu)g_t + \mu B_t` (``grad.lerp(buf, mu)``)."""
-    checks.same_shape(buf, grad, "buf", "grad")
+    _pair(grad, buf, "grad", "buf")
+    momentum = checks.decay(momentum, "momentum")
     return torch.lerp(grad, buf, momentum)
 
 
@@ -154,8 +171,14 @@ def step(param: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor, lr: float =
     are torch's. Batched over leading dimensions (torch itself takes 2-D parameters only; the shape
     factor uses the last two dimensions).
     """
-    checks.same_shape(param, grad, "param", "grad")
-    checks.decay(momentum, "momentum")
+    checks.matrix(param, "param")
+    _pair(param, grad, "param", "grad")
+    _pair(grad, buf, "grad", "buf")
+    momentum = checks.decay(momentum, "momentum")
+    lr = checks.real(lr, "lr", low=0)
+    weight_decay = checks.real(weight_decay, "weight_decay", low=0)
+    checks.flag(nesterov, "nesterov")
+    checks.flag(exact, "exact")
     new_buf = buffer_update(buf, grad, momentum)
     mixed = nesterov_mix(grad, new_buf, momentum) if nesterov else new_buf
     direction = newton_schulz(mixed, ns_steps, coefficients, eps, torch.bfloat16, exact)
@@ -175,6 +198,8 @@ def normalized_in_place_by_torch(buf: torch.Tensor, eps: float = EPS) -> torch.T
     :math:`\mu\,B_{t-1}/\|B_{t-1}\|_F` with :math:`(1-\mu)g_t`: the buffer is no longer an EMA of the
     gradients. (float32 and float64 buffers are copied by the cast and keep the EMA.)
     """
+    checks.matrix(buf, "buf")
+    eps = _eps(eps)
     X = buf.mT if buf.shape[-2] > buf.shape[-1] else buf
     norms = torch.linalg.vector_norm(X.flatten(-2), dim=-1).clamp(min=eps)
     return buf / norms[..., None, None]
@@ -187,7 +212,10 @@ def buffer_weights(momentum: float, steps: int, nesterov: bool = True, dtype=tor
     for :math:`j \ge 1`. Over an infinite horizon both sum to 1.
     """
     mu = checks.decay(momentum, "momentum")
-    checks.positive_int(steps, "steps")
+    steps = checks.positive_int(steps, "steps")
+    checks.flag(nesterov, "nesterov")
+    checks.floating_dtype(dtype)
+    checks.allocation((steps,), dtype, "buffer_weights (one weight per step)", copies=3)
     j = torch.arange(steps, dtype=dtype, device=device)
     w = (1 - mu) * mu**j
     if nesterov:
@@ -205,6 +233,14 @@ def noise_factor(momentum: float, steps: int | None = None, nesterov: bool = Tru
     torch*). After ``steps`` steps from zero it is :math:`\sum_{j<\rm steps} w_j^2` of :func:`buffer_weights`.
     """
     mu = checks.decay(momentum, "momentum")
+    checks.flag(nesterov, "nesterov")
+    if steps is not None:
+        steps = checks.positive_int(steps, "steps")
+        if steps > 10**6:         # the geometric sums in closed form (no weight vector of that length)
+            tail = (1 - mu) ** 2 * (1 - mu ** (2 * steps)) / (1 - mu**2)
+            if not nesterov:
+                return tail
+            return (1 - mu**2) ** 2 + (1 - mu) ** 2 * mu**4 * (1 - mu ** (2 * (steps - 1))) / (1 - mu**2)
     if steps is None:
         plain = (1 - mu) / (1 + mu)
         return plain * (1 + 2 * mu - 2 * mu**3) if nesterov else plain

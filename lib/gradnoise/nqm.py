@@ -31,35 +31,61 @@ import math
 
 import torch
 
+from . import checks
 from .device import DTYPE, device as _device
 
 METHODS = ("momentum", "ema")
 
 
-def _t(x, ref: torch.Tensor | None = None) -> torch.Tensor:
+def _t(x, ref: torch.Tensor | None = None, name: str = "value", **interval) -> torch.Tensor:
+    """``x`` as a float64 tensor on ``ref``'s device (else its own, else the book's), every entry finite
+    and in ``interval`` (the keywords of :func:`gradnoise.checks.real_tensor`): NaN is refused."""
     dev = ref.device if ref is not None else (x.device if isinstance(x, torch.Tensor) else _device())
-    return torch.as_tensor(x, dtype=DTYPE, device=dev)
+    return checks.real_tensor(x, name, device=dev, dtype=DTYPE, **interval)
+
+
+def _h(h) -> torch.Tensor:
+    return _t(h, name="h", low=0, low_open=True)
 
 
 def _method(method: str) -> str:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    return method
+    return checks.choice(method, "method", METHODS)
 
 
-def _positive(x: torch.Tensor, name: str) -> None:
-    if not bool(torch.isfinite(x).all()) or bool((x <= 0).any()):
-        raise ValueError(f"{name} must be finite and positive")
+def _component(component) -> int:
+    return checks.choice(component, "component", (0, 1))
 
 
-def _nonneg(x: torch.Tensor, name: str) -> None:
-    if not bool(torch.isfinite(x).all()) or bool((x < 0).any()):
-        raise ValueError(f"{name} must be finite and non-negative")
+def _beta(beta, ref) -> torch.Tensor:
+    return _t(beta, ref, "beta", low=0, high=1, high_open=True)
 
 
-def _unit_interval(x: torch.Tensor, name: str) -> None:
-    if not bool(((x >= 0) & (x < 1)).all()):          # NaN fails both comparisons: refused too
-        raise ValueError(f"{name} must lie in [0, 1), got {x.tolist() if x.numel() <= 8 else 'values outside it'}")
+def _alpha(alpha, ref) -> torch.Tensor:
+    return _t(alpha, ref, "alpha", low=0, low_open=True)
+
+
+def _B(B, ref) -> torch.Tensor:
+    return _t(B, ref, "B", low=0, low_open=True)
+
+
+def _broadcast_shapes(**shapes) -> torch.Size:
+    """The broadcast of named shapes, or one line naming the arguments that do not broadcast."""
+    try:
+        return torch.broadcast_shapes(*shapes.values())
+    except RuntimeError:
+        listed = ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items())
+        raise ValueError(f"the shapes of {listed} do not broadcast") from None
+
+
+def _broadcast(**tensors):
+    """The named tensors broadcast against each other (:func:`_broadcast_shapes` names a mismatch)."""
+    shape = _broadcast_shapes(**{k: v.shape for k, v in tensors.items()})
+    return tuple(v.expand(shape) for v in tensors.values())
+
+
+def _radius(A: torch.Tensor) -> torch.Tensor:
+    """Largest eigenvalue modulus of a stack of (finite) 2 x 2 matrices."""
+    return torch.linalg.eigvals(A).abs().amax(-1)
 
 
 def preconditioned(h, c, p=0.0):
@@ -68,10 +94,9 @@ def preconditioned(h, c, p=0.0):
     :math:`\theta' = \theta - \alpha h^{-p}(h\theta + \varepsilon)` is SGD on curvature :math:`h^{1-p}` with
     noise :math:`h^{-p}\varepsilon`, of variance :math:`c\,h^{-2p}`. Returns ``(h**(1-p), c * h**(-2p))``.
     """
-    h = _t(h)
-    c, p = _t(c, h), _t(p, h)
-    _positive(h, "h")
-    _nonneg(c, "c")
+    h = _h(h)
+    c, p = _t(c, h, "c", low=0), _t(p, h, "p")
+    _broadcast_shapes(h=h.shape, c=c.shape, p=p.shape)
     return h ** (1 - p), c * h ** (-2 * p)
 
 
@@ -84,12 +109,9 @@ def transition(h, alpha, beta=0.0, method: str = "momentum"):
     ``h`` is the curvature the dynamics see (after :func:`preconditioned`).
     """
     method = _method(method)
-    h = _t(h)
-    alpha, beta = _t(alpha, h), _t(beta, h)
-    _positive(h, "h")
-    _positive(alpha, "alpha")
-    _unit_interval(beta, "beta")
-    h, alpha, beta = torch.broadcast_tensors(h, alpha, beta)
+    h = _h(h)
+    alpha, beta = _alpha(alpha, h), _beta(beta, h)
+    h, alpha, beta = _broadcast(h=h, alpha=alpha, beta=beta)
     one, zero = torch.ones_like(h), torch.zeros_like(h)
     r = 1 - alpha * h
     if method == "momentum":
@@ -106,8 +128,10 @@ def second_moment_operator(A: torch.Tensor, b: torch.Tensor):
 
     :math:`\mathrm{vech}(S) = (S_{00}, S_{01}, S_{11})`.
     """
+    checks.tensor(A, "A", min_ndim=2)
+    checks.tensor(b, "b", min_ndim=1)
     if A.shape[-2:] != (2, 2) or b.shape[-1:] != (2,):
-        raise ValueError("A must end in (2, 2) and b in (2,)")
+        raise ValueError(f"A must end in (2, 2) and b in (2,), got shapes {tuple(A.shape)} and {tuple(b.shape)}")
     a, bb, c, d = A[..., 0, 0], A[..., 0, 1], A[..., 1, 0], A[..., 1, 1]
     K = torch.stack([
         torch.stack([a * a, 2 * a * bb, bb * bb], -1),
@@ -124,7 +148,7 @@ def initial_moments(theta0, method: str = "momentum"):
     ``"momentum"`` starts at :math:`(\theta_0, 0)`, ``"ema"`` at :math:`(\theta_0, \theta_0)`.
     """
     method = _method(method)
-    theta0 = _t(theta0)
+    theta0 = _t(theta0, name="theta0")
     other = torch.zeros_like(theta0) if method == "momentum" else theta0
     mean = torch.stack([theta0, other], -1)
     second = torch.stack([theta0**2, theta0 * other, other**2], -1)
@@ -133,13 +157,13 @@ def initial_moments(theta0, method: str = "momentum"):
 
 def _system(h, c, alpha, beta, B, p, method):
     """Transition, second-moment operator and noise variance q = c_eff / B, all broadcast."""
-    B = _t(B, _t(h))
-    _positive(B, "B")
+    B = _B(B, _h(h))
     h_eff, c_eff = preconditioned(h, c, p)
     A, b = transition(h_eff, alpha, beta, method)
     K, n = second_moment_operator(A, b)
+    _broadcast(h=h_eff, B=B)
     q = c_eff / B
-    shape = torch.broadcast_shapes(A.shape[:-2], q.shape)
+    shape = _broadcast_shapes(A=A.shape[:-2], B=q.shape)
     return A.expand(*shape, 2, 2), K.expand(*shape, 3, 3), n.expand(*shape, 3), q.expand(shape)
 
 
@@ -149,11 +173,11 @@ def moment_trajectory(h, c, alpha, beta=0.0, B=1, p=0.0, theta0=1.0, steps: int 
     Returns ``mean`` (steps+1, ..., 2) and ``second`` (steps+1, ..., 3) (vech of :math:`\E[x_tx_t^\top]`),
     by iterating :math:`\mu_{t+1} = A\mu_t`, :math:`s_{t+1} = Ks_t + (c_{\rm eff}/B)n`.
     """
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError("steps must be a non-negative int")
+    steps = checks.steps(steps)
     A, K, n, q = _system(h, c, alpha, beta, B, p, method)
-    mean, second = initial_moments(_t(theta0, A), method)
-    shape = torch.broadcast_shapes(A.shape[:-2], mean.shape[:-1], q.shape)
+    mean, second = initial_moments(_t(theta0, A, "theta0"), method)
+    shape = _broadcast_shapes(theta0=mean.shape[:-1], alpha=A.shape[:-2], B=q.shape)
+    checks.allocation((steps + 1, *shape, 5), DTYPE, "moment_trajectory", copies=2)
     mean, second = mean.expand(*shape, 2), second.expand(*shape, 3)
     noise = q.unsqueeze(-1) * n
     means, seconds = [mean], [second]
@@ -171,11 +195,10 @@ def moments_at(h, c, alpha, beta=0.0, B=1, p=0.0, theta0=1.0, t: int = 1, method
     The affine map :math:`s \mapsto Ks + qn` is the linear map :math:`\begin{pmatrix}K & qn\\0 & 1\end{pmatrix}`
     on :math:`(s, 1)`; its ``t``-th power costs :math:`O(\log t)` products.
     """
-    if not isinstance(t, int) or t < 0:
-        raise ValueError("t must be a non-negative int")
+    t = checks.count(t, "t", minimum=0, maximum=2**62)
     A, K, n, q = _system(h, c, alpha, beta, B, p, method)
-    mean0, second0 = initial_moments(_t(theta0, A), method)
-    shape = torch.broadcast_shapes(A.shape[:-2], mean0.shape[:-1], q.shape)
+    mean0, second0 = initial_moments(_t(theta0, A, "theta0"), method)
+    shape = _broadcast_shapes(theta0=mean0.shape[:-1], alpha=A.shape[:-2], B=q.shape)
     A, K = A.expand(*shape, 2, 2), K.expand(*shape, 3, 3)
     aff = torch.zeros(*shape, 4, 4, dtype=DTYPE, device=A.device)
     aff[..., :3, :3] = K
@@ -189,9 +212,9 @@ def moments_at(h, c, alpha, beta=0.0, B=1, p=0.0, theta0=1.0, t: int = 1, method
 
 def spectral_radius(h, alpha, beta=0.0, p=0.0, method: str = "momentum") -> torch.Tensor:
     """Largest modulus of the eigenvalues of ``A`` (the mean's rate); the moments are stable iff it is < 1."""
-    h_eff, _ = preconditioned(h, torch.zeros_like(_t(h)), p)
+    h_eff, _ = preconditioned(h, torch.zeros_like(_h(h)), p)
     A, _ = transition(h_eff, alpha, beta, method)
-    return torch.linalg.eigvals(A).abs().amax(-1)
+    return _radius(A)
 
 
 def stationary_second_moment(h, c, alpha, beta=0.0, B=1, p=0.0, method: str = "momentum") -> torch.Tensor:
@@ -202,7 +225,7 @@ def stationary_second_moment(h, c, alpha, beta=0.0, B=1, p=0.0, method: str = "m
     A, K, n, q = _system(h, c, alpha, beta, B, p, method)
     eye = torch.eye(3, dtype=DTYPE, device=A.device)
     s = torch.linalg.solve(eye - K, (q.unsqueeze(-1) * n).unsqueeze(-1).expand(*K.shape[:-1], 1)).squeeze(-1)
-    stable = torch.linalg.eigvals(A).abs().amax(-1) < 1
+    stable = _radius(A) < 1
     return torch.where(stable.unsqueeze(-1), s, torch.full_like(s, math.nan))
 
 
@@ -212,9 +235,13 @@ def coordinate_loss(h, second: torch.Tensor, component: int = 0) -> torch.Tensor
     ``component`` 0 is :math:`\theta`; 1 is the EMA :math:`\bar\theta` (``"ema"``) — for ``"momentum"``
     component 1 is the buffer, not a point of parameter space. ``h`` is the true curvature.
     """
-    if component not in (0, 1):
-        raise ValueError("component must be 0 or 1")
-    return 0.5 * _t(h, second) * second[..., 0 if component == 0 else 2]
+    component = _component(component)
+    checks.tensor(second, "second", min_ndim=1)
+    if second.shape[-1] != 3:
+        raise ValueError(f"second must end in an axis of 3 (the vech of a 2 x 2 moment), got shape {tuple(second.shape)}")
+    h = _h(h).to(second.device)
+    _broadcast_shapes(h=h.shape, second=second.shape[:-1])
+    return 0.5 * h * second[..., 0 if component == 0 else 2]
 
 
 def _front(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -246,19 +273,20 @@ def steps_to_target(h, c, alpha, beta, B, target, p=0.0, theta0=1.0, method: str
     once at or below ``target``, stays there (always for SGD started above its floor); otherwise the
     result is a step at which the target holds, an upper bound on the first one.
     """
-    h, c, theta0 = _t(h), _t(c, _t(h)), _t(theta0, _t(h))
+    h = _h(h)
+    c, theta0 = _t(c, h, "c", low=0), _t(theta0, h, "theta0")
+    method, component = _method(method), _component(component)
     if h.dim() != 1:
-        raise ValueError("h must be 1-D (one entry per coordinate)")
-    B = _t(B, h)
+        raise ValueError(f"h must be 1-D (one entry per coordinate), got shape {tuple(h.shape)}")
+    _broadcast_shapes(h=h.shape, c=c.shape, theta0=theta0.shape)
+    B = _B(B, h)
     if B.dim() != 1:
-        raise ValueError("B must be 1-D")
-    _positive(B, "B")
-    target = float(target)
-    if not target > 0:
-        raise ValueError("target must be positive")
-    if not isinstance(max_doublings, int) or not 1 <= max_doublings <= 40:
-        raise ValueError("max_doublings must be an int in [1, 40]")
-    alpha, beta, p = torch.broadcast_tensors(_t(alpha, h), _t(beta, h), _t(p, h))
+        raise ValueError(f"B must be 1-D, got shape {tuple(B.shape)}")
+    target = checks.real(target, "target", low=0, low_open=True)
+    max_doublings = checks.count(max_doublings, "max_doublings", minimum=1, maximum=40)
+    alpha, beta, p = _broadcast(alpha=_alpha(alpha, h), beta=_beta(beta, h), p=_t(p, h, "p"))
+    checks.allocation((3, len(B), *alpha.shape, h.shape[0]), DTYPE, "steps_to_target", copies=4)
+    checks.allocation((3, 3, *alpha.shape, h.shape[0]), DTYPE, "steps_to_target", copies=2 * max_doublings)
     grid = alpha.shape
     h_eff, c_eff = preconditioned(h, c, p.unsqueeze(-1))                      # (*G, d)
     A, bvec = transition(h_eff, alpha.unsqueeze(-1), beta.unsqueeze(-1), method)
@@ -304,15 +332,29 @@ def tuned_steps_to_target(h, c, alphas, betas, B, target, p=0.0, theta0=1.0, met
     ``(steps, alpha_best, beta_best)``, each ``(nB,)``. The minimum over a grid is within one grid step
     of the true optimum; the caller checks that the optimum is not on the edge of the grid.
     """
-    h = _t(h)
-    alphas, betas = _t(alphas, h), _t(betas, h)      # the grids follow h's device
+    h = _h(h)
+    alphas, betas = _alpha(alphas, h), _beta(betas, h)      # the grids follow h's device
     if alphas.dim() != 1 or betas.dim() != 1:
-        raise ValueError("alphas and betas must be 1-D")
+        raise ValueError(f"alphas and betas must be 1-D, got shapes {tuple(alphas.shape)} and {tuple(betas.shape)}")
     a, b = torch.meshgrid(alphas, betas, indexing="ij")
     steps = steps_to_target(h, c, a, b, B, target, p, theta0, method, component, max_doublings)
     flat = steps.flatten(1)
     best, i = flat.min(1)
     return best, a.flatten()[i], b.flatten()[i]
+
+
+def _steps_vector(steps) -> torch.Tensor:
+    """Steps to a target per batch size: positive, ``inf`` allowed (not reached), NaN refused."""
+    bad = f"steps must be positive numbers (inf where the target is not reached), got {checks._short(steps)}"
+    if checks._not_a_number(steps) or (isinstance(steps, torch.Tensor) and (steps.is_complex() or steps.dtype == torch.bool)):
+        raise ValueError(bad)
+    try:
+        t = torch.as_tensor(steps, dtype=DTYPE).cpu()
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise ValueError(bad) from None
+    if t.numel() == 0 or bool(torch.isnan(t).any()) or bool((t <= 0).any()) or not math.isfinite(float(t.flatten()[0])):
+        raise ValueError(bad + " (the first must be finite)")
+    return t
 
 
 def critical_batch_size(B, steps, factor: float = 2.0) -> float:
@@ -322,13 +364,13 @@ def critical_batch_size(B, steps, factor: float = 2.0) -> float:
     batch size is where :math:`S(B)/S_{\rm lin}(B) = ` ``factor`` (log-linear interpolation between grid
     points); ``inf`` if the ratio stays below ``factor`` on the grid.
     """
-    B, steps = _t(B).cpu(), _t(steps).cpu()
+    B = _t(B, name="B", low=0, low_open=True).cpu()
+    steps = _steps_vector(steps)
     if B.dim() != 1 or B.shape != steps.shape or len(B) < 2:
-        raise ValueError("B and steps must be 1-D of equal length >= 2")
+        raise ValueError(f"B and steps must be 1-D of equal length >= 2, got shapes {tuple(B.shape)} and {tuple(steps.shape)}")
     if not bool((B[1:] > B[:-1]).all()):
         raise ValueError("B must be increasing")
-    if not factor > 1:
-        raise ValueError("factor must be > 1")
+    factor = checks.real(factor, "factor", low=1, low_open=True)
     ratio = steps * B / (steps[0] * B[0])
     over = torch.nonzero(ratio >= factor)
     if len(over) == 0:
@@ -349,16 +391,20 @@ def simulate(h, c, alpha, beta=0.0, B=1, p=0.0, theta0=1.0, steps: int = 1, tria
     noises, drawn directly. ``record`` (an iterable of steps) returns ``{t: state}`` instead. The trials run
     on ``generator``'s device; ``h``, ``c`` and ``theta0`` are moved there.
     """
-    if generator is None:
-        raise ValueError("generator must be a torch.Generator (draw it from gradnoise.generator)")
-    if not isinstance(trials, int) or trials < 2:
-        raise ValueError("trials must be an int >= 2")
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError("steps must be a non-negative int")
-    h = torch.as_tensor(h, dtype=DTYPE, device=generator.device)     # draws happen on the generator's device
+    generator = checks.generator(generator)
+    trials = checks.count(trials, "trials", minimum=2)
+    steps = checks.steps(steps)
+    h = _t(h, torch.empty(0, device=generator.device), "h", low=0, low_open=True)   # draws on the generator's device
     A, _, _, q = _system(h, c, alpha, beta, B, p, method)
-    mean0, _ = initial_moments(_t(theta0, A), method)
-    shape = torch.broadcast_shapes(A.shape[:-2], mean0.shape[:-1], q.shape)
+    mean0, _ = initial_moments(_t(theta0, A, "theta0"), method)
+    shape = _broadcast_shapes(theta0=mean0.shape[:-1], alpha=A.shape[:-2], B=q.shape)
+    checks.allocation((trials, *shape), DTYPE, "simulate (trials x the broadcast shape)", copies=6)
+    if record is not None:
+        try:
+            record = [checks.count(t, "record", minimum=0, maximum=steps) for t in record]
+        except TypeError:
+            raise ValueError(f"record must be an iterable of steps in [0, {steps}], got {checks._short(record)}") from None
+        checks.allocation((len(set(record)), trials, *shape, 2), DTYPE, "simulate (the recorded states)")
     A = A.expand(*shape, 2, 2)
     _, bvec = transition(preconditioned(h, c, p)[0], alpha, beta, method)
     bvec = bvec.expand(*shape, 2)
@@ -386,18 +432,17 @@ def first_crossing(h, c, alpha, beta=0.0, B=1, target=1.0, p=0.0, theta0=1.0, me
     Arguments broadcast; the **last** axis is the coordinate and is summed. ``inf`` if not reached within
     ``max_steps``. Costs ``max_steps`` iterations: use it on small grids.
     """
-    if not isinstance(max_steps, int) or max_steps < 0:
-        raise ValueError("max_steps must be a non-negative int")
-    target = float(target)
-    if not target > 0:
-        raise ValueError("target must be positive")
+    max_steps = checks.steps(max_steps, "max_steps")
+    target = checks.real(target, "target", low=0, low_open=True)
+    component = _component(component)
     _, K, n, q = _system(h, c, alpha, beta, B, p, method)
-    _, s = initial_moments(_t(theta0, K), method)
+    _, s = initial_moments(_t(theta0, K, "theta0"), method)
+    _broadcast_shapes(theta0=s.shape[:-1], alpha=K.shape[:-2])
     s = _front(s.expand(*K.shape[:-1]), 1)
     K = _front(K, 2)
     noise = _front(q.unsqueeze(-1) * n, 1)
     idx = 0 if component == 0 else 2
-    half_h = 0.5 * _t(h, K)
+    half_h = 0.5 * _t(h, K, "h")
     first = torch.full(s.shape[1:-1], math.inf, dtype=DTYPE, device=K.device)
     for t in range(max_steps + 1):
         hit = ((half_h * s[idx]).sum(-1) <= target) & torch.isinf(first)

@@ -37,6 +37,7 @@ def gram_max_condition(dtype: torch.dtype) -> float:
     is kept while :math:`\kappa \le 0.1\,u^{-1/4}`, so its error stays below :math:`10^{-2}u^{1/2}`:
     about 820 in float64 (error :math:`\lesssim 10^{-10}`) and 6 in float32 (error :math:`\lesssim 3\cdot10^{-6}`).
     """
+    checks.floating_dtype(dtype)
     return 0.1 * torch.finfo(dtype).eps ** -0.25
 
 
@@ -56,6 +57,8 @@ def batched_decomposition(fn, A: torch.Tensor, chunk: int | None = None):
     Each matrix is decomposed on its own, so the result equals ``fn(A)``: only the backend's workspace,
     which cuSOLVER sizes for the whole batch, is bounded.
     """
+    checks.function(fn, "fn")
+    checks.matrix(A, "A")
     chunk = DECOMPOSITION_CHUNK if chunk is None else checks.count(chunk, "chunk")
     batch = A.shape[:-2]
     count = math.prod(batch)
@@ -138,6 +141,7 @@ def inv_sqrt_psd(H: torch.Tensor, pinv: bool = False, rtol: float | None = None)
     """
     checks.matrix(H, "H")
     checks.exact_dtype(H, "H")
+    checks.flag(pinv, "pinv")
     if H.shape[-1] != H.shape[-2]:
         raise ValueError(f"H must be square, got shape {tuple(H.shape)}")
     if not torch.allclose(H, H.mT, rtol=1e-10, atol=1e-12 * float(H.abs().max())):
@@ -159,6 +163,7 @@ def preconditioned(G: torch.Tensor, pinv: bool = False, rtol: float | None = Non
     """
     checks.matrix(G, "G")
     checks.exact_dtype(G, "G")
+    checks.flag(pinv, "pinv")
     A = _normalised(G)
     inv_root, _ = _inv_sqrt_eigh(A @ A.mT, pinv, _gram_tol(A, _rtol(G, rtol)))
     return inv_root @ A
@@ -179,8 +184,9 @@ def polar_factor(G: torch.Tensor, method: str = "auto", pinv: bool = False, rtol
     """
     checks.matrix(G, "G")
     checks.exact_dtype(G, "G")
-    if method not in ("auto", "gram", "svd"):
-        raise ValueError(f"method must be 'auto', 'gram' or 'svd', got {method!r}")
+    checks.choice(method, "method", ("auto", "gram", "svd"))
+    checks.flag(pinv, "pinv")
+    checks.allocation(G.shape, G.dtype, "polar_factor (the factor and its workspace)", copies=6)
     tol = _rtol(G, rtol)
     if method == "svd":
         return _polar_svd(G, pinv, tol)
@@ -221,6 +227,8 @@ def newton_schulz(G: torch.Tensor, steps: int = 5, dtype: torch.dtype | None = N
 
     checks.matrix(G, "G")
     steps = checks.count(steps, "steps", maximum=100)
+    if dtype is not None:
+        checks.floating_dtype(dtype)
     return muon.newton_schulz(G, steps, dtype=dtype or G.dtype, exact=True).to(G.dtype)
 
 

@@ -18,12 +18,26 @@ from .device import DTYPE
 LAWS = ("gaussian", "rademacher")
 
 
+def _shape(shape, name: str, empty_ok: bool = False) -> tuple:
+    """A shape: an integer or a sequence of positive integers."""
+    if isinstance(shape, (str, bytes)) or shape is None:
+        raise ValueError(f"{name} must be a sequence of positive integers, got {shape!r}")
+    if not hasattr(shape, "__iter__"):
+        shape = (shape,)
+    out = tuple(checks.count(d, name) for d in shape)
+    if not out and not empty_ok:
+        raise ValueError(f"{name} must have at least one dimension")
+    return out
+
+
 def random_orthogonal(n: int, generator: torch.Generator, dtype: torch.dtype = DTYPE, batch: tuple = ()) -> torch.Tensor:
     """Haar-distributed ``n x n`` orthogonal matrices, shape ``(*batch, n, n)`` (QR of Gaussians, signs fixed)."""
     n = checks.positive_int(n, "n")
     checks.generator(generator)
-    batch = tuple(checks.count(b, "batch entry") for b in batch)
-    checks.allocation((*batch, n, n), dtype, "random_orthogonal")
+    checks.floating_dtype(dtype)
+    checks.exact_dtype(torch.empty(0, dtype=dtype), "dtype")
+    batch = _shape(batch, "batch", empty_ok=True)
+    checks.allocation((*batch, n, n), dtype, "random_orthogonal", copies=4)
     Z = torch.randn(*batch, n, n, generator=generator, dtype=dtype, device=generator.device)
     Q, R = torch.linalg.qr(Z)
     return Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
@@ -37,7 +51,8 @@ def with_singular_values(s, m: int, n: int, generator: torch.Generator, dtype: t
     m = checks.positive_int(m, "m")
     n = checks.positive_int(n, "n")
     checks.generator(generator)
-    s = torch.as_tensor(s, dtype=dtype, device=generator.device)
+    checks.floating_dtype(dtype)
+    s = checks.real_tensor(s, "s", low=0, dtype=dtype, device=generator.device)
     if s.ndim != 1 or s.numel() != min(m, n):
         raise ValueError(f"s must hold min(m, n) = {min(m, n)} singular values, got shape {tuple(s.shape)}")
     if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):
@@ -51,10 +66,11 @@ def token_noise(shape, var: float, generator: torch.Generator, law: str = "gauss
     """I.i.d. per-token noise of the given shape: mean 0, entry variance ``var``."""
     var = checks.positive_real(var, "var")
     checks.generator(generator)
-    shape = tuple(checks.count(d, "shape entry") for d in shape)
-    checks.allocation(shape, dtype, "token_noise")
-    if law not in LAWS:
-        raise ValueError(f"law must be one of {LAWS}, got {law!r}")
+    checks.floating_dtype(dtype)
+    shape = _shape(shape, "shape")
+    law = checks.choice(law, "law", LAWS)
+    # the Gaussian draw and its scaled copy; Rademacher's integer draw (int64) and its float copies
+    checks.allocation(shape, dtype, "token_noise", copies=2 if law == "gaussian" else 2 + 8 / torch.empty((), dtype=dtype).element_size())
     if law == "gaussian":
         z = torch.randn(*shape, generator=generator, dtype=dtype, device=generator.device)
     else:
@@ -67,6 +83,7 @@ def token_gradients(G: torch.Tensor, var: float, generator: torch.Generator, tri
     checks.matrix(G, "G")
     trials = checks.positive_int(trials, "trials")
     tokens = checks.positive_int(tokens, "tokens")
+    checks.allocation((trials, tokens, *G.shape), G.dtype, "token_gradients", copies=3)
     return G + token_noise((trials, tokens, *G.shape[-2:]), var, generator, law, G.dtype)
 
 
@@ -81,7 +98,9 @@ def block_means(G: torch.Tensor, var: float, generator: torch.Generator, trials:
     trials = checks.positive_int(trials, "trials")
     blocks = checks.positive_int(blocks, "blocks")
     tokens = checks.positive_int(tokens, "tokens")
+    law = checks.choice(law, "law", LAWS)
     shape = (trials, blocks, *G.shape[-2:])
+    checks.allocation((trials, blocks, *G.shape), G.dtype, "block_means", copies=3)
     if law == "gaussian":
         return G + token_noise(shape, var / tokens, generator, law, G.dtype)
     noise = token_noise((trials, blocks, tokens, *G.shape[-2:]), var, generator, law, G.dtype)
@@ -97,10 +116,11 @@ def ar1_steps(innovations: torch.Tensor, rho: float, dim: int = -3) -> torch.Ten
     """
     checks.matrix(innovations, "innovations", min_ndim=1)
     dim = checks.dim(dim, innovations.ndim)
-    if isinstance(rho, (bool, str)) or rho is None or not (-1.0 < float(rho) < 1.0):
-        raise ValueError(f"rho must lie in (-1, 1), got {rho!r}")
+    rho = checks.real(rho, "rho", low=-1, high=1, low_open=True, high_open=True)
     z = innovations.movedim(dim, -1)
     t = z.shape[-1]
+    checks.allocation((t, t), z.dtype, "ar1_steps (the t x t kernel)", copies=4)
+    checks.allocation(z.shape, z.dtype, "ar1_steps", copies=2)
     idx = torch.arange(t, device=z.device)
     lag = (idx.unsqueeze(1) - idx.unsqueeze(0)).to(z.dtype)
     K = torch.where(lag >= 0, float(rho) ** lag.clamp_min(0), torch.zeros_like(lag))
@@ -136,12 +156,13 @@ def correlated_means(G: torch.Tensor, factor: torch.Tensor, generator: torch.Gen
     checks.matrix(G, "G")
     checks.matrix(factor, "factor")
     checks.generator(generator)
+    checks.same_kind(G, factor, "G", "factor")
     d = G.shape[-2] * G.shape[-1]
     if factor.shape != (d, d):
         raise ValueError(f"factor must be ({d}, {d}) for G of shape {tuple(G.shape[-2:])}, got {tuple(factor.shape)}")
     trials = checks.positive_int(trials, "trials")
     blocks = checks.positive_int(blocks, "blocks")
     tokens = checks.positive_int(tokens, "tokens")
-    checks.allocation((trials, blocks, d), G.dtype, "correlated_means")
+    checks.allocation((trials, blocks, *G.shape[:-2], d), G.dtype, "correlated_means", copies=3)
     z = torch.randn(trials, blocks, d, generator=generator, dtype=G.dtype, device=generator.device)
     return G + (z @ factor.mT / math.sqrt(tokens)).reshape(trials, blocks, *G.shape[-2:])

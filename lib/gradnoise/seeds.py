@@ -35,6 +35,9 @@ def seed_for(label: str) -> int:
 
 def generator(label: str, device: torch.device | str | None = None) -> torch.Generator:
     """A fresh ``torch.Generator`` on the book's device, seeded from the base seed and ``label``."""
-    gen = torch.Generator(device=device if device is not None else _device())
-    gen.manual_seed(seed_for(label))
+    from . import checks
+
+    seed = seed_for(label)
+    gen = torch.Generator(device=checks.torch_device(device))
+    gen.manual_seed(seed)
     return gen

@@ -14,8 +14,20 @@ import math
 from . import checks, evidence
 
 
+def _as64(x, name: str, device=None) -> torch.Tensor:
+    """``x`` (a number, a sequence or a real tensor) as a float64 tensor, or one line naming ``name``."""
+    if x is None or isinstance(x, (str, bytes, complex)) or (
+            isinstance(x, torch.Tensor) and (x.is_complex() or x.dtype == torch.bool)):
+        raise ValueError(f"{name} must be real numbers or a real tensor, got {checks._short(x)}")
+    try:
+        return torch.as_tensor(x, dtype=torch.float64, device=device)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise ValueError(f"{name} must be real numbers or a real tensor, got {checks._short(x)}") from None
+
+
 def _trials(x: torch.Tensor, name: str, dim: int) -> int:
     checks.matrix(x, name, min_ndim=1)
+    dim = checks.dim(dim, x.ndim)
     n = x.shape[dim]
     if n < 2:
         raise ValueError(f"{name} needs at least 2 trials along dim {dim}, got {n}")
@@ -42,7 +54,7 @@ def total_variance(x: torch.Tensor, dim: int = 0):
 
 def difference(a, se_a, b, se_b):
     """The difference ``a - b`` of two independent estimates and its standard error (added in quadrature)."""
-    a, se_a, b, se_b = (torch.as_tensor(x, dtype=torch.float64) for x in (a, se_a, b, se_b))
+    a, se_a, b, se_b = (_as64(x, n) for x, n in ((a, "a"), (se_a, "se_a"), (b, "b"), (se_b, "se_b")))
     for name, x in (("a", a), ("se_a", se_a), ("b", b), ("se_b", se_b)):
         if x.numel() == 0 or not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} must be non-empty and finite")
@@ -57,7 +69,7 @@ def difference(a, se_a, b, se_b):
 
 def loglog_slope(x, y) -> float:
     """Least-squares slope of ``log10 y`` against ``log10 x`` (positive 1-D tensors of equal length)."""
-    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    x, y = _as64(x, "x"), _as64(y, "y")
     if x.ndim != 1 or x.shape != y.shape or x.numel() < 2:
         raise ValueError(f"x and y must be 1-D of equal length >= 2, got {tuple(x.shape)} and {tuple(y.shape)}")
     if not bool(torch.isfinite(x).all() and torch.isfinite(y).all()):
@@ -72,9 +84,9 @@ def loglog_slope(x, y) -> float:
 
 def z_scores(estimate, stderr, predicted) -> torch.Tensor:
     """Element-wise ``(estimate - predicted) / stderr`` as a float64 tensor."""
-    est = torch.as_tensor(estimate, dtype=torch.float64)
-    se = torch.as_tensor(stderr, dtype=torch.float64, device=est.device)
-    pred = torch.as_tensor(predicted, dtype=torch.float64, device=est.device)
+    est = _as64(estimate, "estimate")
+    se = _as64(stderr, "stderr", est.device)
+    pred = _as64(predicted, "predicted", est.device)
     try:
         shape = torch.broadcast_shapes(est.shape, se.shape, pred.shape)
     except RuntimeError:
@@ -107,12 +119,21 @@ def resolution(stderr, predicted, z: float = 5.0) -> float:
     :math:`i` by :math:`r|\mu_i|`, which crosses the bound first where :math:`|\mu_i|/\mathrm{se}_i` is
     largest. ``inf`` when the prediction is zero (an absolute check: its standard error says how sharp).
     """
-    se = torch.as_tensor(stderr, dtype=torch.float64)
-    pred = torch.as_tensor(predicted, dtype=torch.float64, device=se.device)
+    bound = _bound(z)
+    se = _as64(stderr, "stderr")
+    pred = _as64(predicted, "predicted", se.device)
+    if se.numel() == 0 or not bool(torch.isfinite(se).all()) or not bool((se > 0).all()):
+        raise ValueError("stderr must be positive and finite everywhere (a standard error of 0 has no resolution)")
+    if pred.numel() == 0 or not bool(torch.isfinite(pred).all()):
+        raise ValueError("predicted must be non-empty and finite")
+    try:
+        torch.broadcast_shapes(se.shape, pred.shape)
+    except RuntimeError:
+        raise ValueError(f"stderr {tuple(se.shape)} and predicted {tuple(pred.shape)} must broadcast") from None
     ratio = (pred.abs() / se).max().item()
     # a prediction below a millionth of a standard error is zero as far as the check can tell: an
     # absolute check, whose sharpness is its standard error, not a relative resolution
-    return _bound(z) / ratio if ratio > 1e-6 else math.inf
+    return bound / ratio if ratio > 1e-6 else math.inf
 
 
 def assert_agrees(estimate, stderr, predicted, z: float = 5.0, what: str = "estimate",
@@ -155,8 +176,8 @@ def assert_rejects(estimate, stderr, wrong, z: float = 10.0, what: str = "estima
 
 
 def _exact_pair(actual, expected, names):
-    a = torch.as_tensor(actual, dtype=torch.float64)
-    e = torch.as_tensor(expected, dtype=torch.float64, device=a.device)
+    a = _as64(actual, names[0])
+    e = _as64(expected, names[1], a.device)
     if a.numel() == 0 or e.numel() == 0:
         raise ValueError(f"{names[0]} and {names[1]} must be non-empty")
     try:

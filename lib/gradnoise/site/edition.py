@@ -30,6 +30,8 @@ def edition() -> str:
 def strip_solutions(text: str) -> str:
     """Markdown ``text`` with every gated solution removed: from the ``{solution-start}`` fence through the
     fence that closes the ``{solution-end}`` directive. An unclosed solution is an error."""
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str, got {type(text).__name__}")
     out, lines, i = [], text.splitlines(keepends=True), 0
     while i < len(lines):
         start = _START.match(lines[i])
@@ -46,6 +48,9 @@ def strip_solutions(text: str) -> str:
         k = j + 1
         while k < len(lines) and lines[k].strip() != fence:   # the end directive's closing fence
             k += 1
+        if k == len(lines):
+            raise ValueError(f"the {{solution-end}} on line {j + 1} has no closing {fence} fence "
+                             "(the rest of the page would be dropped)")
         i = k + 1
     return "".join(out)
 
