@@ -123,7 +123,7 @@ def test_bad_input_found_by_the_probe(tmp_path):
         nqm.spectral_radius([1.0, 2.0], 0.1, float("nan"))             # used to crash the process
     with pytest.raises(ValueError, match="rtol must be below 1"):
         stats.assert_close(1.0, 3.0, rtol=5)
-    with pytest.raises(ValueError, match="no evidence folder"):
+    with pytest.raises(ValueError, match="is not an evidence folder"):
         evidence.load(tmp_path / "missing")
     with pytest.raises(ValueError, match="too many to count"):
         minibatch.enumeration_size(10**7, 10**6, 1, "without")        # used to hang on factorial(10^7)

@@ -8,8 +8,41 @@ import os
 import torch
 
 
+# The programmer's parameters of these checks (a name, a minimum, a flag ...) are checked too, cheaply:
+# a check called wrongly must fail loudly, not pass everything.
+def _p_name(name) -> None:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str (the argument's name), got {name!r}")
+
+
+def _p_int(v, pname: str, minimum: int | None = None) -> None:
+    try:
+        v = operator.index(v) if not isinstance(v, bool) else None
+    except TypeError:
+        v = None
+    if v is None or (minimum is not None and v < minimum):
+        raise TypeError(f"{pname} must be an int" + (f" >= {minimum}" if minimum is not None else "") + f", got {v!r}")
+
+
+def _p_flag(v, pname: str) -> None:
+    if not isinstance(v, bool):
+        raise TypeError(f"{pname} must be True or False, got {v!r}")
+
+
+def _p_bound(v, pname: str) -> None:
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+        raise TypeError(f"{pname} must be None or a finite real number, got {v!r}")
+
+
+def _p_tensor(x, pname: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{pname} must be a torch.Tensor, got {type(x).__name__}")
+
+
 def matrix(x: torch.Tensor, name: str, min_ndim: int = 2) -> torch.Tensor:
     """Check that ``x`` is a floating tensor with at least ``min_ndim`` dimensions and finite entries."""
+    _p_name(name)
+    _p_int(min_ndim, "min_ndim", 0)
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim < min_ndim:
@@ -25,17 +58,23 @@ def matrix(x: torch.Tensor, name: str, min_ndim: int = 2) -> torch.Tensor:
 
 def same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
     """Check that two tensors have the same shape."""
+    _p_name(name_a)
+    _p_name(name_b)
+    _p_tensor(a, name_a)
+    _p_tensor(b, name_b)
     if a.shape != b.shape:
         raise ValueError(f"{name_a} has shape {tuple(a.shape)} but {name_b} has shape {tuple(b.shape)}")
 
 
 def positive_int(n, name: str, minimum: int = 1) -> int:
     """Check that ``n`` is an integer at least ``minimum`` (``numpy.int64`` and 0-d integer tensors count)."""
+    _p_int(minimum, "minimum")
     return count(n, name, minimum)
 
 
 def decay(gamma, name: str = "gamma") -> float:
     """Check that ``gamma`` is a real number in [0, 1)."""
+    _p_name(name)
     if isinstance(gamma, (bool, str, bytes)) or gamma is None:
         raise ValueError(f"{name} must be a number in [0, 1), got {gamma!r}")
     try:
@@ -76,6 +115,10 @@ def machine_memory() -> float:
 
 def count(n, name: str, minimum: int = 1, maximum: int | None = None) -> int:
     """An integer count (``int``, ``numpy.int64``, a 0-d integer tensor ...) at least ``minimum``; returned as ``int``."""
+    _p_name(name)
+    _p_int(minimum, "minimum")
+    if maximum is not None:
+        _p_int(maximum, "maximum")
     if isinstance(n, bool):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {n!r}")
     if isinstance(n, torch.Tensor):
@@ -95,6 +138,8 @@ def count(n, name: str, minimum: int = 1, maximum: int | None = None) -> int:
 
 def positive_real(x, name: str, allow_zero: bool = False) -> float:
     """A finite real number, positive (or non-negative with ``allow_zero``); returned as ``float``."""
+    _p_name(name)
+    _p_flag(allow_zero, "allow_zero")
     if isinstance(x, (bool, str, bytes)) or x is None:
         raise ValueError(f"{name} must be a finite {'non-negative' if allow_zero else 'positive'} number, got {x!r}")
     try:
@@ -108,6 +153,7 @@ def positive_real(x, name: str, allow_zero: bool = False) -> float:
 
 def open_unit(x, name: str) -> float:
     """A real number strictly between 0 and 1 (a relative tolerance, say)."""
+    _p_name(name)
     value = positive_real(x, name)
     if not value < 1:
         raise ValueError(f"{name} must lie in (0, 1), got {x!r}")
@@ -116,6 +162,7 @@ def open_unit(x, name: str) -> float:
 
 def generator(gen, name: str = "generator") -> torch.Generator:
     """A ``torch.Generator`` (not ``None``, not a seed): the package never draws from global state."""
+    _p_name(name)
     if not isinstance(gen, torch.Generator):
         raise ValueError(f"{name} must be a torch.Generator (e.g. gradnoise.generator('label')), got {type(gen).__name__}")
     return gen
@@ -123,6 +170,8 @@ def generator(gen, name: str = "generator") -> torch.Generator:
 
 def exact_dtype(x: torch.Tensor, name: str) -> torch.Tensor:
     """The exact (SVD/eigh) routes need float32 or float64."""
+    _p_name(name)
+    _p_tensor(x, name)
     if x.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"{name} must be float32 or float64 for this exact route, got {x.dtype} "
                          "(low precision is what newton_schulz(dtype=...) is for)")
@@ -134,6 +183,16 @@ def allocation(shape, dtype: torch.dtype, name: str, copies: float = 1) -> None:
 
     ``copies`` counts the intermediates of that size the computation holds at once (a function that needs
     the result and two temporaries of its size passes 3)."""
+    _p_name(name)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"shape must be a sequence of sizes, got {shape!r}")
+    shape = tuple(shape)
+    for d in shape:
+        _p_int(d, "shape entries", 0)
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
+    if isinstance(copies, bool) or not isinstance(copies, (int, float)) or not (0 < copies < math.inf):
+        raise TypeError(f"copies must be a positive finite number, got {copies!r}")
     numel = 1
     for d in shape:
         numel *= int(d)
@@ -147,12 +206,22 @@ def allocation(shape, dtype: torch.dtype, name: str, copies: float = 1) -> None:
 
 def same_kind(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
     """Same dtype and device."""
+    _p_name(name_a)
+    _p_name(name_b)
+    _p_tensor(a, name_a)
+    _p_tensor(b, name_b)
     if a.dtype != b.dtype or a.device != b.device:
         raise ValueError(f"{name_b} ({b.dtype}, {b.device}) must match {name_a} ({a.dtype}, {a.device})")
 
 
 def batch_broadcast(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
     """The leading (batch) dimensions of two stacks of matrices must broadcast."""
+    _p_name(name_a)
+    _p_name(name_b)
+    for x, n in ((a, name_a), (b, name_b)):
+        _p_tensor(x, n)
+        if x.ndim < 2:
+            raise ValueError(f"{n} must be a (stack of) matrices, got shape {tuple(x.shape)}")
     try:
         torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except RuntimeError:
@@ -162,6 +231,8 @@ def batch_broadcast(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) 
 
 def dim(d, ndim: int, name: str = "dim") -> int:
     """A dimension index valid for a tensor of ``ndim`` dimensions."""
+    _p_name(name)
+    _p_int(ndim, "ndim", 1)
     value = count(d, name, minimum=-ndim) if not isinstance(d, int) or isinstance(d, bool) else d
     if isinstance(d, bool) or not -ndim <= value < ndim:
         raise ValueError(f"{name} must lie in [{-ndim}, {ndim - 1}] for a tensor of {ndim} dimensions, got {d!r}")
@@ -176,6 +247,11 @@ def real(x, name: str, low: float | None = None, high: float | None = None,
          low_open: bool = False, high_open: bool = False) -> float:
     """A finite real number (not a bool, a string or a complex number; NaN refused) in the interval from
     ``low`` to ``high`` (closed ends unless ``low_open``/``high_open``); returned as ``float``."""
+    _p_name(name)
+    _p_bound(low, "low")
+    _p_bound(high, "high")
+    _p_flag(low_open, "low_open")
+    _p_flag(high_open, "high_open")
     interval = _interval(low, high, low_open, high_open)
     if _not_a_number(x) or (isinstance(x, torch.Tensor) and (x.numel() != 1 or x.is_complex() or x.dtype == torch.bool)):
         raise ValueError(f"{name} must be a finite real number in {interval}, got {_short(x)}")
@@ -198,6 +274,13 @@ def real_tensor(x, name: str, low: float | None = None, high: float | None = Non
                 dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """``x`` (a number, a sequence or a real tensor) as a ``dtype`` tensor whose entries are finite and lie
     in the interval from ``low`` to ``high`` (as :func:`real`); NaN, bools, strings and complex refused."""
+    _p_name(name)
+    _p_bound(low, "low")
+    _p_bound(high, "high")
+    _p_flag(low_open, "low_open")
+    _p_flag(high_open, "high_open")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     interval = _interval(low, high, low_open, high_open)
     if _not_a_number(x) or (isinstance(x, torch.Tensor) and (x.is_complex() or x.dtype == torch.bool)):
         raise ValueError(f"{name} must be real numbers in {interval}, got {_short(x)}")
@@ -244,6 +327,9 @@ def _short(x) -> str:
 
 def choice(x, name: str, options) -> object:
     """``x`` must be one of ``options`` (compared with ``==`` after a type check, so ``True`` is not ``1``)."""
+    _p_name(name)
+    if isinstance(options, (str, bytes)) or not isinstance(options, (tuple, list, set, frozenset)) or not options:
+        raise TypeError(f"options must be a non-empty tuple, list or set, got {options!r}")
     for o in options:
         if type(x) is type(o) and x == o:
             return x
@@ -252,6 +338,7 @@ def choice(x, name: str, options) -> object:
 
 def flag(x, name: str) -> bool:
     """A ``bool`` (not a number standing in for one)."""
+    _p_name(name)
     if not isinstance(x, bool):
         raise ValueError(f"{name} must be True or False, got {_short(x)}")
     return x
@@ -259,6 +346,7 @@ def flag(x, name: str) -> bool:
 
 def function(f, name: str):
     """A callable."""
+    _p_name(name)
     if not callable(f):
         raise ValueError(f"{name} must be callable, got {type(f).__name__}")
     return f
@@ -272,6 +360,7 @@ a typo, refused in one line rather than run for days."""
 
 def steps(n, name: str = "steps", minimum: int = 0) -> int:
     """A number of iterations: an integer from ``minimum`` to :data:`MAX_STEPS` times the size knob."""
+    _p_int(minimum, "minimum", 0)
     from .device import scale
 
     return count(n, name, minimum=minimum, maximum=int(min(MAX_STEPS * max(1.0, scale()), 10**8)))
@@ -281,6 +370,12 @@ def tensor(x, name: str, ndim: int | None = None, min_ndim: int = 0, floating: b
            allow_empty: bool = False, finite: bool = True) -> torch.Tensor:
     """A tensor (``ndim`` dimensions exactly, or at least ``min_ndim``), floating-point unless told otherwise,
     non-empty and with finite entries unless told otherwise."""
+    _p_name(name)
+    if ndim is not None:
+        _p_int(ndim, "ndim", 0)
+    _p_int(min_ndim, "min_ndim", 0)
+    for v, pname in ((floating, "floating"), (allow_empty, "allow_empty"), (finite, "finite")):
+        _p_flag(v, pname)
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if ndim is not None and x.ndim != ndim:
@@ -298,6 +393,7 @@ def tensor(x, name: str, ndim: int | None = None, min_ndim: int = 0, floating: b
 
 def floating_dtype(dtype, name: str = "dtype") -> torch.dtype:
     """A floating-point ``torch.dtype``."""
+    _p_name(name)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"{name} must be a floating-point torch.dtype, got {_short(dtype)}")
     return dtype
@@ -305,6 +401,9 @@ def floating_dtype(dtype, name: str = "dtype") -> torch.dtype:
 
 def inside(path, root, name: str = "path"):
     """``path`` resolved (``..`` and symlinks followed) must lie inside ``root`` resolved; returns it."""
+    _p_name(name)
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a path, got {type(root).__name__}")
     import pathlib
 
     try:
@@ -319,6 +418,7 @@ def inside(path, root, name: str = "path"):
 
 def torch_device(d, name: str = "device") -> torch.device:
     """A device this machine has: ``None`` (the book's device), a ``torch.device`` or its name."""
+    _p_name(name)
     from . import device as _device
 
     if d is None:
@@ -344,6 +444,8 @@ def torch_device(d, name: str = "device") -> torch.device:
 
 def long_tensor(x, name: str, min_ndim: int = 1) -> torch.Tensor:
     """A tensor of integer indices (``torch.long``) with at least ``min_ndim`` dimensions."""
+    _p_name(name)
+    _p_int(min_ndim, "min_ndim", 0)
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of indices, got {type(x).__name__}")
     if x.dtype != torch.long:

@@ -59,6 +59,11 @@ def describe() -> str:
 
 def as_tensor(x, dtype: torch.dtype = DTYPE) -> torch.Tensor:
     """``x`` as a tensor on the book's device, in ``dtype`` (float64 unless told otherwise)."""
+    from . import checks
+
+    checks.floating_dtype(dtype)
+    if x is None or isinstance(x, (str, bytes)):
+        raise ValueError(f"x must be numbers or a tensor, got {x!r}")
     return torch.as_tensor(x, dtype=dtype, device=device())
 
 

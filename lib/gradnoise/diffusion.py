@@ -35,7 +35,7 @@ def _start(theta0, gen, steps, record_every):
     steps = checks.steps(steps, minimum=1)
     every = _record_steps(steps, record_every)
     if record_every is not None:
-        checks.allocation((steps // every, *theta0.shape), theta0.dtype, "the recorded states")
+        checks.allocation((steps // every, *theta0.shape), theta0.dtype, "steps / record_every x theta0 (the recorded states)")
     return steps, every
 
 
@@ -116,7 +116,7 @@ def _lyapunov_inputs(H, Sigma, eta, batch):
     batch = checks.positive_int(batch, "batch")
     H, Sigma = _broadcast(H, Sigma)
     d = H.shape[-1]
-    checks.allocation((*H.shape[:-2], d * d, d * d), H.dtype, "the Lyapunov system (d^2 x d^2 per matrix)", copies=3)
+    checks.allocation((*H.shape[:-2], d * d, d * d), H.dtype, "H and Sigma (a d^2 x d^2 Lyapunov system per matrix)", copies=3)
     scale = Sigma.abs().amax().clamp(min=torch.finfo(Sigma.dtype).tiny)
     if bool(((Sigma - Sigma.mT).abs() > 1e-8 * scale).any()):
         raise ValueError("Sigma must be symmetric (a covariance)")

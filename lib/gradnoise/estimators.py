@@ -60,7 +60,7 @@ def ema_weights(gamma: float, horizon: int | None = None, tol: float = 1e-12, dt
     if horizon is None:
         horizon = stationary_horizon(g, tol)
     horizon = checks.positive_int(horizon, "horizon")
-    checks.allocation((horizon,), dtype, "ema_weights", copies=3)
+    checks.allocation((horizon,), dtype, "horizon (ema_weights)", copies=3)
     j = torch.arange(horizon, dtype=dtype, device=device)
     return (1 - g) * g**j
 
@@ -103,7 +103,7 @@ def ema_noise_factor(gamma: float, horizon: int, rho: float = 0.0) -> float:
     ``w`` and :math:`C_{ij} = \rho^{|i-j|}`: a finite sum, no limit taken.
     """
     horizon = checks.positive_int(horizon, "horizon")
-    checks.allocation((horizon, horizon), torch.float64, "ema_noise_factor", copies=3)
+    checks.allocation((horizon, horizon), torch.float64, "horizon (a horizon x horizon correlation)", copies=3)
     rho = checks.real(rho, "rho", low=-1, high=1, low_open=True, high_open=True)
     w = ema_weights(gamma, horizon)
     idx = torch.arange(horizon)
@@ -133,6 +133,7 @@ def richardson_estimates(halves: torch.Tensor, f: Map = identity, independent: t
     if independent is not None:
         checks.matrix(independent, "independent")
         checks.same_shape(independent, halves[..., 0, :, :], "independent", "one half")
+        checks.same_kind(halves, independent, "halves", "independent")
     g_2k = _apply(f, halves.mean(dim=-3), "a mean")
     g_k = _apply(f, halves[..., 0, :, :] if independent is None else independent, "a mean")
     return g_k, g_2k, richardson(g_2k, g_k)

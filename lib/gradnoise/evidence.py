@@ -116,6 +116,8 @@ def record(kind: str, what: str, entries: int, worst: float, bound: float,
 
 def records(chapter: str | None = None) -> list[Record]:
     """The records kept in this process (of one chapter, if named)."""
+    if chapter is not None and (not isinstance(chapter, str) or not _NAME.match(chapter)):
+        raise ValueError(f"chapter must be a chapter name (letters, digits, '-', '_' or '.'), got {chapter!r}")
     return [r for r in _records if chapter is None or r.chapter == chapter]
 
 
@@ -124,7 +126,7 @@ def load(directory) -> list[Record]:
     if not isinstance(directory, (str, os.PathLike)):
         raise ValueError(f"directory must be a path, got {type(directory).__name__}")
     if not pathlib.Path(directory).is_dir():
-        raise ValueError(f"no evidence folder {str(directory)!r} (the tests would pass on nothing)")
+        raise ValueError(f"directory {str(directory)!r} is not an evidence folder (the tests would pass on nothing)")
     out = []
     for path in sorted(pathlib.Path(directory).glob("*.jsonl")):
         for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -144,4 +146,9 @@ def distinct_predictions(records) -> int:
     (A rejection tests the power of a check, not another prediction; the same label recorded for several
     entries or settings counts once.)
     """
+    if isinstance(records, (str, bytes, Record)) or not hasattr(records, "__iter__"):
+        raise ValueError(f"records must be a list of evidence Records, got {type(records).__name__}")
+    records = list(records)
+    if not all(isinstance(r, Record) for r in records):
+        raise ValueError("records must be a list of evidence Records (gradnoise.evidence.Record)")
     return len({r.what for r in records if r.kind in ("agrees", "exact")})

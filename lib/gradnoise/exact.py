@@ -126,7 +126,7 @@ def polar_along(G: torch.Tensor, D: torch.Tensor, x: torch.Tensor, rtol: float |
     x = checks.real_tensor(x, "x", device=G.device, dtype=G.dtype)
     if x.ndim != 1:
         raise ValueError(f"x must be a 1-D tensor, got shape {tuple(x.shape)}")
-    checks.allocation((x.numel(), *G.shape), G.dtype, "polar_along (one matrix per x)", copies=4)
+    checks.allocation((x.numel(), *G.shape), G.dtype, "x (one m x n matrix per entry of x)", copies=4)
     tol = checks.open_unit(rtol, "rtol") if rtol is not None else max(G.shape) * torch.finfo(G.dtype).eps
     A = G + x[:, None, None] * D
     sv = torch.linalg.svdvals(A)

@@ -143,7 +143,7 @@ def draw_indices(n: int, batch: int, shape, gen: torch.Generator, replacement: b
         raise ValueError(f"batch = {batch} exceeds n = {n} without replacement")
     shape = _shape(shape)
     checks.flag(replacement, "replacement")
-    checks.allocation((*shape, n if not replacement else batch), torch.float64, "draw_indices", copies=2)
+    checks.allocation((*shape, n if not replacement else batch), torch.float64, "shape x batch (draw_indices)", copies=2)
     if replacement:
         return torch.randint(n, (*shape, batch), generator=gen, device=gen.device)
     keys = torch.rand((*shape, n), generator=gen, device=gen.device)
@@ -160,7 +160,7 @@ def sample_indices(n: int, batch: int, batches: int, trials: int, gen: torch.Gen
     checks.generator(gen, "gen")
     if scheme in ("with", "without"):
         return draw_indices(n, batch, (trials, batches), gen, replacement=scheme == "with")
-    checks.allocation((trials, n), torch.float64, "sample_indices (one permutation per trial)", copies=3)
+    checks.allocation((trials, n), torch.float64, "trials x n (one permutation per trial)", copies=3)
     keys = torch.rand(trials, n, generator=gen, device=gen.device)
     return keys.argsort(dim=-1)[:, : batch * batches].reshape(trials, batches, batch)
 
@@ -182,18 +182,18 @@ def batch_means(g: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"indices must lie in [0, {n})")
     if g.ndim == 2:
         B, d = indices.shape[-1], g.shape[-1]
-        checks.allocation((*indices.shape[:-1], d), g.dtype, "batch_means (the means)")
+        checks.allocation((*indices.shape[:-1], d), g.dtype, "indices (one mean per batch)")
         if B * d <= n:                                   # few, short rows: gather them
-            checks.allocation((*indices.shape, d), g.dtype, "batch_means (the gathered rows)")
+            checks.allocation((*indices.shape, d), g.dtype, "indices x d (the gathered rows)")
             return g[indices].mean(dim=-2)
-        checks.allocation((*indices.shape[:-1], n), g.dtype, "batch_means (the counts)")
+        checks.allocation((*indices.shape[:-1], n), g.dtype, "indices x n (the counts)")
         # many or long rows (real per-example gradients: d in the thousands): count how often each
         # example is drawn and multiply, instead of materialising (..., B, d)
         counts = torch.zeros(*indices.shape[:-1], n, dtype=g.dtype, device=g.device)
         counts.scatter_add_(-1, indices, torch.ones(indices.shape, dtype=g.dtype, device=g.device))
         return counts @ g / B
     if g.ndim == 3 and indices.shape[0] == g.shape[0]:
-        checks.allocation((*indices.shape, g.shape[-1]), g.dtype, "batch_means (the gathered rows)")
+        checks.allocation((*indices.shape, g.shape[-1]), g.dtype, "indices x d (the gathered rows)")
         flat = indices.reshape(g.shape[0], -1)
         picked = torch.gather(g, 1, flat.unsqueeze(-1).expand(-1, -1, g.shape[-1]))
         return picked.reshape(*indices.shape, g.shape[-1]).mean(dim=-2)
@@ -205,7 +205,7 @@ def empirical_covariance(g: torch.Tensor) -> torch.Tensor:
     r""":math:`\Sigma_{\rm emp} = \frac1n\sum_i (g_i - g_n)(g_i - g_n)^\top` of ``g`` ``(..., n, d)`` (divisor
     :math:`n`, not :math:`n-1`), shaped ``(..., d, d)``."""
     checks.matrix(g, "g", min_ndim=2)
-    checks.allocation((*g.shape[:-2], g.shape[-1], g.shape[-1]), g.dtype, "empirical_covariance (d x d)")
+    checks.allocation((*g.shape[:-2], g.shape[-1], g.shape[-1]), g.dtype, "g (a d x d covariance)")
     c = g - g.mean(dim=-2, keepdim=True)
     return c.transpose(-1, -2) @ c / g.shape[-2]
 
@@ -220,9 +220,9 @@ def exact_moments(g: torch.Tensor, batch: int, scheme: str = "with"):
     if _scheme(scheme) == "epoch":
         raise ValueError("scheme must be 'with' or 'without' for the moments of one batch")
     batch = checks.positive_int(batch, "batch")
-    checks.allocation((*g.shape[:-2], g.shape[-1], g.shape[-1]), g.dtype, "exact_moments (d x d)")
+    checks.allocation((*g.shape[:-2], g.shape[-1], g.shape[-1]), g.dtype, "g (a d x d covariance)")
     idx = batch_indices(g.shape[-2], batch, 1, scheme, device=g.device)[:, 0]       # (N, B)
-    checks.allocation((*g.shape[:-2], *idx.shape, g.shape[-1]), g.dtype, "exact_moments (every batch's rows)")
+    checks.allocation((*g.shape[:-2], *idx.shape, g.shape[-1]), g.dtype, "g and batch (every batch's rows)")
     means = g[..., idx, :].mean(dim=-2)                                            # (..., N, d)
     mu = means.mean(dim=-2)
     c = means - mu.unsqueeze(-2)
@@ -238,7 +238,7 @@ def covariance_estimate(means: torch.Tensor, batch: int) -> torch.Tensor:
     """
     checks.matrix(means, "means", min_ndim=2)
     batch = checks.positive_int(batch, "batch")
-    checks.allocation((*means.shape[:-2], means.shape[-1], means.shape[-1]), means.dtype, "covariance_estimate (d x d)")
+    checks.allocation((*means.shape[:-2], means.shape[-1], means.shape[-1]), means.dtype, "means (a d x d covariance)")
     m = means.shape[-2]
     if m < 2:
         raise ValueError(f"means needs m >= 2 batches, got {m}")

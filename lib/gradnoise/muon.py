@@ -215,7 +215,7 @@ def buffer_weights(momentum: float, steps: int, nesterov: bool = True, dtype=tor
     steps = checks.positive_int(steps, "steps")
     checks.flag(nesterov, "nesterov")
     checks.floating_dtype(dtype)
-    checks.allocation((steps,), dtype, "buffer_weights (one weight per step)", copies=3)
+    checks.allocation((steps,), dtype, "steps (one weight per step)", copies=3)
     j = torch.arange(steps, dtype=dtype, device=device)
     w = (1 - mu) * mu**j
     if nesterov:

@@ -177,7 +177,7 @@ def moment_trajectory(h, c, alpha, beta=0.0, B=1, p=0.0, theta0=1.0, steps: int 
     A, K, n, q = _system(h, c, alpha, beta, B, p, method)
     mean, second = initial_moments(_t(theta0, A, "theta0"), method)
     shape = _broadcast_shapes(theta0=mean.shape[:-1], alpha=A.shape[:-2], B=q.shape)
-    checks.allocation((steps + 1, *shape, 5), DTYPE, "moment_trajectory", copies=2)
+    checks.allocation((steps + 1, *shape, 5), DTYPE, "steps x the broadcast shape of h, c, alpha, beta, B, p, theta0", copies=2)
     mean, second = mean.expand(*shape, 2), second.expand(*shape, 3)
     noise = q.unsqueeze(-1) * n
     means, seconds = [mean], [second]
@@ -285,8 +285,8 @@ def steps_to_target(h, c, alpha, beta, B, target, p=0.0, theta0=1.0, method: str
     target = checks.real(target, "target", low=0, low_open=True)
     max_doublings = checks.count(max_doublings, "max_doublings", minimum=1, maximum=40)
     alpha, beta, p = _broadcast(alpha=_alpha(alpha, h), beta=_beta(beta, h), p=_t(p, h, "p"))
-    checks.allocation((3, len(B), *alpha.shape, h.shape[0]), DTYPE, "steps_to_target", copies=4)
-    checks.allocation((3, 3, *alpha.shape, h.shape[0]), DTYPE, "steps_to_target", copies=2 * max_doublings)
+    checks.allocation((3, len(B), *alpha.shape, h.shape[0]), DTYPE, "B x alpha x beta x p x h (the grid)", copies=4)
+    checks.allocation((3, 3, *alpha.shape, h.shape[0]), DTYPE, "max_doublings x alpha x beta x p x h (the tables)", copies=2 * max_doublings)
     grid = alpha.shape
     h_eff, c_eff = preconditioned(h, c, p.unsqueeze(-1))                      # (*G, d)
     A, bvec = transition(h_eff, alpha.unsqueeze(-1), beta.unsqueeze(-1), method)
@@ -333,7 +333,8 @@ def tuned_steps_to_target(h, c, alphas, betas, B, target, p=0.0, theta0=1.0, met
     of the true optimum; the caller checks that the optimum is not on the edge of the grid.
     """
     h = _h(h)
-    alphas, betas = _alpha(alphas, h), _beta(betas, h)      # the grids follow h's device
+    alphas = _t(alphas, h, "alphas", low=0, low_open=True)      # the grids follow h's device
+    betas = _t(betas, h, "betas", low=0, high=1, high_open=True)
     if alphas.dim() != 1 or betas.dim() != 1:
         raise ValueError(f"alphas and betas must be 1-D, got shapes {tuple(alphas.shape)} and {tuple(betas.shape)}")
     a, b = torch.meshgrid(alphas, betas, indexing="ij")
@@ -398,13 +399,13 @@ def simulate(h, c, alpha, beta=0.0, B=1, p=0.0, theta0=1.0, steps: int = 1, tria
     A, _, _, q = _system(h, c, alpha, beta, B, p, method)
     mean0, _ = initial_moments(_t(theta0, A, "theta0"), method)
     shape = _broadcast_shapes(theta0=mean0.shape[:-1], alpha=A.shape[:-2], B=q.shape)
-    checks.allocation((trials, *shape), DTYPE, "simulate (trials x the broadcast shape)", copies=6)
+    checks.allocation((trials, *shape), DTYPE, "trials x the broadcast shape of h, c, alpha, beta, B, p, theta0", copies=6)
     if record is not None:
         try:
             record = [checks.count(t, "record", minimum=0, maximum=steps) for t in record]
         except TypeError:
             raise ValueError(f"record must be an iterable of steps in [0, {steps}], got {checks._short(record)}") from None
-        checks.allocation((len(set(record)), trials, *shape, 2), DTYPE, "simulate (the recorded states)")
+        checks.allocation((len(set(record)), trials, *shape, 2), DTYPE, "record x trials (the recorded states)")
     A = A.expand(*shape, 2, 2)
     _, bvec = transition(preconditioned(h, c, p)[0], alpha, beta, method)
     bvec = bvec.expand(*shape, 2)

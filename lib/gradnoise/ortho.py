@@ -59,6 +59,7 @@ def batched_decomposition(fn, A: torch.Tensor, chunk: int | None = None):
     """
     checks.function(fn, "fn")
     checks.matrix(A, "A")
+    checks.exact_dtype(A, "A")
     chunk = DECOMPOSITION_CHUNK if chunk is None else checks.count(chunk, "chunk")
     batch = A.shape[:-2]
     count = math.prod(batch)
@@ -186,7 +187,7 @@ def polar_factor(G: torch.Tensor, method: str = "auto", pinv: bool = False, rtol
     checks.exact_dtype(G, "G")
     checks.choice(method, "method", ("auto", "gram", "svd"))
     checks.flag(pinv, "pinv")
-    checks.allocation(G.shape, G.dtype, "polar_factor (the factor and its workspace)", copies=6)
+    checks.allocation(G.shape, G.dtype, "G (the factor and its workspace)", copies=6)
     tol = _rtol(G, rtol)
     if method == "svd":
         return _polar_svd(G, pinv, tol)
@@ -282,7 +283,7 @@ def polar_second_order(G: torch.Tensor, h: float = 1e-4) -> torch.Tensor:
         raise ValueError(f"G must be a single matrix, got shape {tuple(G.shape)}")
     h = checks.positive_real(h, "h")
     d = G.numel()
-    checks.allocation((d, d, d, *G.shape), G.dtype, "polar_second_order (use polar_bias for large G)")
+    checks.allocation((d, d, d, *G.shape), G.dtype, "G (a d^3 tensor of second derivatives; use polar_bias for large G)")
     basis = torch.eye(d, dtype=G.dtype, device=G.device).reshape(d, *G.shape)
     step, direction = basis[None, :], basis[:, None].expand(d, d, *G.shape)  # [p, q]: L_1 along e_p, moved along e_q
     D = (polar_derivative(G + h * step, direction) - polar_derivative(G - h * step, direction)) / (4 * h)
@@ -301,11 +302,12 @@ def laplacian(f, X: torch.Tensor, h: float) -> torch.Tensor:
     where the book needs it.
     """
     checks.matrix(X, "X")
+    checks.exact_dtype(X, "X")
     h = checks.positive_real(h, "h")
     if not callable(f):
         raise ValueError(f"f must be a function of a batch of matrices, got {type(f).__name__}")
     m, n = X.shape[-2:]
-    checks.allocation((*X.shape[:-2], m * n, m, n), X.dtype, "laplacian")
+    checks.allocation((*X.shape[:-2], m * n, m, n), X.dtype, "X (one shifted copy per entry)")
     e = h * torch.eye(m * n, dtype=X.dtype, device=X.device).reshape(m * n, m, n)
     centre = f(X)
     out = centre.ndim - (X.ndim - 2)
@@ -405,6 +407,8 @@ def polar_expansion(G: torch.Tensor, E: torch.Tensor):
     if G.ndim != 2:
         raise ValueError(f"G must be a single matrix, got shape {tuple(G.shape)}")
     checks.same_kind(G, E, "G", "E")
+    if E.shape[-2:] != G.shape:
+        raise ValueError(f"E has matrix shape {tuple(E.shape[-2:])} but G has {tuple(G.shape)}")
     U, s, V, transposed = _wide_frame(G)
     D = E.mT if transposed else E
     L1, Q2 = _expansion_terms(U, s, V, D)

@@ -37,7 +37,7 @@ def random_orthogonal(n: int, generator: torch.Generator, dtype: torch.dtype = D
     checks.floating_dtype(dtype)
     checks.exact_dtype(torch.empty(0, dtype=dtype), "dtype")
     batch = _shape(batch, "batch", empty_ok=True)
-    checks.allocation((*batch, n, n), dtype, "random_orthogonal", copies=4)
+    checks.allocation((*batch, n, n), dtype, "n and batch (random_orthogonal)", copies=4)
     Z = torch.randn(*batch, n, n, generator=generator, dtype=dtype, device=generator.device)
     Q, R = torch.linalg.qr(Z)
     return Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
@@ -70,7 +70,7 @@ def token_noise(shape, var: float, generator: torch.Generator, law: str = "gauss
     shape = _shape(shape, "shape")
     law = checks.choice(law, "law", LAWS)
     # the Gaussian draw and its scaled copy; Rademacher's integer draw (int64) and its float copies
-    checks.allocation(shape, dtype, "token_noise", copies=2 if law == "gaussian" else 2 + 8 / torch.empty((), dtype=dtype).element_size())
+    checks.allocation(shape, dtype, "shape (token_noise)", copies=2 if law == "gaussian" else 2 + 8 / torch.empty((), dtype=dtype).element_size())
     if law == "gaussian":
         z = torch.randn(*shape, generator=generator, dtype=dtype, device=generator.device)
     else:
@@ -83,7 +83,7 @@ def token_gradients(G: torch.Tensor, var: float, generator: torch.Generator, tri
     checks.matrix(G, "G")
     trials = checks.positive_int(trials, "trials")
     tokens = checks.positive_int(tokens, "tokens")
-    checks.allocation((trials, tokens, *G.shape), G.dtype, "token_gradients", copies=3)
+    checks.allocation((trials, tokens, *G.shape), G.dtype, "trials x tokens x G (token_gradients)", copies=3)
     return G + token_noise((trials, tokens, *G.shape[-2:]), var, generator, law, G.dtype)
 
 
@@ -95,12 +95,15 @@ def block_means(G: torch.Tensor, var: float, generator: torch.Generator, trials:
     nothing extra; for other laws the tokens are drawn and averaged.
     """
     checks.matrix(G, "G")
+    var = checks.positive_real(var, "var")
     trials = checks.positive_int(trials, "trials")
     blocks = checks.positive_int(blocks, "blocks")
     tokens = checks.positive_int(tokens, "tokens")
     law = checks.choice(law, "law", LAWS)
+    if law != "gaussian":
+        checks.allocation((trials, blocks, tokens, *G.shape), G.dtype, "trials x blocks x tokens x G (the tokens)", copies=3)
     shape = (trials, blocks, *G.shape[-2:])
-    checks.allocation((trials, blocks, *G.shape), G.dtype, "block_means", copies=3)
+    checks.allocation((trials, blocks, *G.shape), G.dtype, "trials x blocks x G (block_means)", copies=3)
     if law == "gaussian":
         return G + token_noise(shape, var / tokens, generator, law, G.dtype)
     noise = token_noise((trials, blocks, tokens, *G.shape[-2:]), var, generator, law, G.dtype)
@@ -119,8 +122,8 @@ def ar1_steps(innovations: torch.Tensor, rho: float, dim: int = -3) -> torch.Ten
     rho = checks.real(rho, "rho", low=-1, high=1, low_open=True, high_open=True)
     z = innovations.movedim(dim, -1)
     t = z.shape[-1]
-    checks.allocation((t, t), z.dtype, "ar1_steps (the t x t kernel)", copies=4)
-    checks.allocation(z.shape, z.dtype, "ar1_steps", copies=2)
+    checks.allocation((t, t), z.dtype, "innovations (a t x t kernel over its steps)", copies=4)
+    checks.allocation(z.shape, z.dtype, "innovations", copies=2)
     idx = torch.arange(t, device=z.device)
     lag = (idx.unsqueeze(1) - idx.unsqueeze(0)).to(z.dtype)
     K = torch.where(lag >= 0, float(rho) ** lag.clamp_min(0), torch.zeros_like(lag))
@@ -163,6 +166,6 @@ def correlated_means(G: torch.Tensor, factor: torch.Tensor, generator: torch.Gen
     trials = checks.positive_int(trials, "trials")
     blocks = checks.positive_int(blocks, "blocks")
     tokens = checks.positive_int(tokens, "tokens")
-    checks.allocation((trials, blocks, *G.shape[:-2], d), G.dtype, "correlated_means", copies=3)
+    checks.allocation((trials, blocks, *G.shape[:-2], d), G.dtype, "trials x blocks x G (correlated_means)", copies=3)
     z = torch.randn(trials, blocks, d, generator=generator, dtype=G.dtype, device=generator.device)
     return G + (z @ factor.mT / math.sqrt(tokens)).reshape(trials, blocks, *G.shape[-2:])
