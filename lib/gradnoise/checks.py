@@ -453,3 +453,35 @@ def long_tensor(x, name: str, min_ndim: int = 1) -> torch.Tensor:
     if x.ndim < min_ndim:
         raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {tuple(x.shape)}")
     return x
+
+
+def path(p, name: str, kind: str = "any", exists: bool = True):
+    """A filesystem path (``str`` or ``os.PathLike``) as a ``pathlib.Path``; with ``exists`` it must exist and be
+    a ``kind`` (``"file"``, ``"dir"`` or ``"any"``)."""
+    import pathlib
+
+    _p_name(name)
+    choice(kind, "kind", ("file", "dir", "any"))
+    _p_flag(exists, "exists")
+    if isinstance(p, bool) or not isinstance(p, (str, os.PathLike)) or (isinstance(p, str) and not p):
+        raise ValueError(f"{name} must be a path, got {_short(p)}")
+    out = pathlib.Path(p)
+    if exists:
+        if not out.exists():
+            raise ValueError(f"{name} {str(p)!r} does not exist")
+        if kind == "file" and not out.is_file():
+            raise ValueError(f"{name} {str(p)!r} is not a file")
+        if kind == "dir" and not out.is_dir():
+            raise ValueError(f"{name} {str(p)!r} is not a folder")
+    return out
+
+
+_PLAIN_NAME = __import__("re").compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def plain_name(x, name: str) -> str:
+    """A plain file-name stem (a chapter's name): letters, digits, ``-``, ``_`` or ``.``, no ``/`` and no ``..``."""
+    _p_name(name)
+    if not isinstance(x, str) or not _PLAIN_NAME.match(x) or ".." in x:
+        raise ValueError(f"{name} must be a plain name (letters, digits, '-', '_', '.'), got {_short(x)}")
+    return x

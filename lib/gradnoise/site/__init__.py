@@ -270,6 +270,8 @@ def _pdf_editions() -> list[str]:
 
 def pdf_name(edition: str) -> str:
     """The file name of an edition's PDF on the website."""
+    if edition not in _edition.EDITIONS:
+        raise ValueError(f"edition must be one of {_edition.EDITIONS}, got {edition!r}")
     return "gradnoise-book.pdf" if edition == "full" else f"gradnoise-book-{edition}.pdf"
 
 
@@ -554,11 +556,15 @@ def latex_macros(macros: dict) -> str:
     written from it, so a macro added for the website is defined in print too. Each is defined with
     ``\providecommand`` then ``\renewcommand``, which works whether or not LaTeX already knows the name.
     """
+    if macros is not None and not isinstance(macros, dict):
+        raise ValueError(f"macros must be a dict (mathjax3_config tex.macros), got {type(macros).__name__}")
     lines = []
     for name, body in (macros or {}).items():
         nargs = 0
         if isinstance(body, (list, tuple)):
-            body, nargs = body[0], int(body[1]) if len(body) > 1 else 0
+            if not body or (len(body) > 1 and (isinstance(body[1], bool) or not isinstance(body[1], int) or body[1] < 0)):
+                raise ValueError(f"macros: {name!r}: {body!r} must be [body, number of arguments]")
+            body, nargs = body[0], body[1] if len(body) > 1 else 0
         if not isinstance(name, str) or not name.isalpha() or not isinstance(body, str):
             raise ValueError(f"mathjax3_config tex.macros: {name!r}: {body!r} is not a macro LaTeX can take")
         args = f"[{nargs}]" if nargs else ""

@@ -24,7 +24,9 @@ STAMP = ".inputs-hash"
 
 def fingerprint(root) -> str:
     """A hash of every file that a chapter's outputs depend on besides its own source."""
-    root = pathlib.Path(root)
+    from .. import checks
+
+    root = checks.path(root, "root", "dir")
     digest = hashlib.sha256()
     files = sorted({p for pattern in INPUT_GLOBS for p in root.glob(pattern) if p.is_file()})
     for path in files:
@@ -34,7 +36,10 @@ def fingerprint(root) -> str:
 
 def refresh(root, build: str = "_build") -> bool:
     """Drop the derived build state of ``root`` if its inputs changed; return whether it was dropped."""
-    root = pathlib.Path(root).resolve()
+    from .. import checks
+
+    root = checks.path(root, "root", "dir").resolve()
+    checks.path(build, "build", exists=False)
     out = (root / build).resolve()
     if out == root or root not in out.parents:
         raise ValueError(f"build must be a folder inside root {root}, got {build!r} (resolves to {out}): "
@@ -52,7 +57,13 @@ def refresh(root, build: str = "_build") -> bool:
 
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if not isinstance(args, (list, tuple)) or len(args) > 1 or not all(isinstance(a, str) for a in args):
+        print("usage: python -m gradnoise.site.cache [ROOT]", file=sys.stderr)
+        return 2
     root = pathlib.Path(args[0] if args else ".")
+    if not root.is_dir():
+        print(f"gradnoise.site.cache: {str(root)!r} is not a folder", file=sys.stderr)
+        return 2
     if refresh(root):
         print("gradnoise.site.cache: the package, the pins or _config.yml changed: every chapter will be executed again")
     return 0

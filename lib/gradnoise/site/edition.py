@@ -57,6 +57,8 @@ def strip_solutions(text: str) -> str:
 
 def strip_notebook(nb):
     """An nbformat notebook with its gated solutions removed (cells, and parts of Markdown cells)."""
+    if not hasattr(nb, "cells") or not isinstance(nb.cells, list):
+        raise ValueError(f"nb must be an nbformat notebook, got {type(nb).__name__}")
     cells, inside = [], False
     for cell in nb.cells:
         if cell.cell_type != "markdown":

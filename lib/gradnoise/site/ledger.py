@@ -53,8 +53,23 @@ def _unique_mapping(loader, node, deep=False):
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
+def _file(path, name: str) -> pathlib.Path:
+    from .. import checks
+
+    return checks.path(path, name, "file")
+
+
+def _chapters(chapters) -> None:
+    if not isinstance(chapters, dict) or not all(isinstance(k, str) for k in chapters):
+        raise ValueError(f"chapters must map docnames to files, got {type(chapters).__name__}")
+    for docname, path in chapters.items():
+        _file(path, f"chapters[{docname!r}]")
+
+
 def load_yaml(text: str, where) -> object:
     """Parse YAML, turning any parse error (or a duplicated key) into one ``ValueError`` naming ``where``."""
+    if not isinstance(text, str):
+        raise ValueError(f"text must be YAML text (a str), got {type(text).__name__}")
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
@@ -66,12 +81,12 @@ def load_yaml(text: str, where) -> object:
 
 def front_matter(path: pathlib.Path) -> dict:
     """The YAML front matter of a Markdown file (``{}`` if it has none)."""
-    text = pathlib.Path(path).read_text(encoding="utf-8")
+    text = _file(path, "path").read_text(encoding="utf-8")
     if not text.startswith("---"):
         return {}
     end = text.find("\n---", 3)
     if end < 0:
-        raise ValueError(f"{path}: front matter is not closed by '---'")
+        raise ValueError(f"path {str(path)!r}: front matter is not closed by '---'")
     data = load_yaml(text[3:end], f"{path}: front matter") or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: front matter must be a mapping")
@@ -80,7 +95,7 @@ def front_matter(path: pathlib.Path) -> dict:
 
 def title_of(path: pathlib.Path) -> str:
     """The first level-1 heading of a Markdown file."""
-    for line in pathlib.Path(path).read_text(encoding="utf-8").splitlines():
+    for line in _file(path, "path").read_text(encoding="utf-8").splitlines():
         if line.startswith("# "):
             return line[2:].strip()
     return pathlib.Path(path).stem
@@ -88,10 +103,10 @@ def title_of(path: pathlib.Path) -> str:
 
 def catalogue(path: pathlib.Path) -> list[dict]:
     """The claims of ``claims.yml``: dicts with ``id``, ``note`` and ``statement``."""
-    data = load_yaml(pathlib.Path(path).read_text(encoding="utf-8"), path)
+    data = load_yaml(_file(path, "path").read_text(encoding="utf-8"), f"path {str(path)!r}")
     claims = data.get("claims") if isinstance(data, dict) else None
     if not claims or not isinstance(claims, list):
-        raise ValueError(f"{path}: no 'claims' list")
+        raise ValueError(f"path {str(path)!r}: no 'claims' list")
     seen = set()
     for n, c in enumerate(claims, 1):
         if not isinstance(c, dict):
@@ -114,6 +129,9 @@ def coverage(chapters: dict[str, pathlib.Path], known_ids) -> dict[str, tuple[st
     holds / conditional / wrong, an ID covered by two chapters, a missing verdict note for a verdict
     other than ``holds``, or a verdict note for an ID the chapter does not cover.
     """
+    _chapters(chapters)
+    if isinstance(known_ids, (str, bytes)) or not hasattr(known_ids, "__iter__"):
+        raise ValueError(f"known_ids must be a collection of claim IDs, got {type(known_ids).__name__}")
     known = set(known_ids)
     owner: dict[str, tuple[str, str, str | None]] = {}
     for docname, path in chapters.items():
@@ -127,7 +145,7 @@ def coverage(chapters: dict[str, pathlib.Path], known_ids) -> dict[str, tuple[st
                 raise ValueError(f"{docname}: verdict_notes names {cid}, which the chapter does not claim")
         for cid, verdict in claims.items():
             if cid not in known:
-                raise ValueError(f"{docname}: claim {cid} is not in the catalogue")
+                raise ValueError(f"{docname}: claim {cid} is not in the catalogue (known_ids)")
             if verdict not in VERDICTS:
                 raise ValueError(f"{docname}: claim {cid} has verdict {verdict!r}; use one of {', '.join(VERDICTS)}")
             if cid in owner:
@@ -141,7 +159,8 @@ def coverage(chapters: dict[str, pathlib.Path], known_ids) -> dict[str, tuple[st
 
 def ledger(catalogue_path: pathlib.Path, chapters: dict[str, pathlib.Path]) -> list[Row]:
     """One :class:`Row` per catalogued claim, in catalogue order, joined with the chapters' verdicts."""
-    claims = catalogue(catalogue_path)
+    _chapters(chapters)
+    claims = catalogue(_file(catalogue_path, "catalogue_path"))
     owner = coverage(chapters, [c["id"] for c in claims])
     rows = []
     for c in claims:

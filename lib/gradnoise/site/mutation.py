@@ -47,6 +47,8 @@ import sys
 import tempfile
 import time
 
+from .. import checks
+
 MUTATIONS = "mutations"
 RESULTS = "mutations/results"
 KINDS = ("prediction", "coefficient", "design", "derivation")
@@ -71,22 +73,24 @@ class Mutation:
 
 def sha256(path) -> str:
     """The SHA-256 of a file's bytes (hex)."""
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+    return hashlib.sha256(checks.path(path, "path", "file").read_bytes()).hexdigest()
 
 
 def list_path(root, name: str) -> pathlib.Path:
-    return pathlib.Path(root) / MUTATIONS / f"{name}.yml"
+    """Where chapter ``name``'s list of mutations lives under the book's ``root``."""
+    return checks.path(root, "root", "dir") / MUTATIONS / f"{checks.plain_name(name, 'name')}.yml"
 
 
 def result_path(root, name: str) -> pathlib.Path:
-    return pathlib.Path(root) / RESULTS / f"{name}.json"
+    """Where chapter ``name``'s mutation record lives under the book's ``root``."""
+    return checks.path(root, "root", "dir") / RESULTS / f"{checks.plain_name(name, 'name')}.json"
 
 
 def load(path) -> list[Mutation]:
     """The mutations of one list file, each checked for form (not yet against its chapter)."""
     import yaml
 
-    path = pathlib.Path(path)
+    path = checks.path(path, "path", "file")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -130,6 +134,10 @@ def _changed(old: str, new: str) -> tuple[str, str]:
 
 def validate(mutation: Mutation, text: str) -> None:
     """Refuse a mutation that does not occur exactly once in ``text`` or changes an assertion's threshold."""
+    if not isinstance(mutation, Mutation):
+        raise ValueError(f"mutation must be a Mutation, got {type(mutation).__name__}")
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str, got {type(text).__name__}")
     count = text.count(mutation.old)
     if count != 1:
         raise ValueError(f"mutation {mutation.id!r}: its old text occurs {count} times in the chapter (needs 1)")
@@ -194,6 +202,16 @@ def run_text(text: str, name: str, timeout: int = 900, env: dict | None = None,
     import jupytext
     import nbformat
 
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a chapter's MyST text (a str), got {type(text).__name__}")
+    checks.plain_name(name, "name")
+    timeout = checks.count(timeout, "timeout", minimum=1)
+    if env is not None and (not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
+        raise ValueError("env must be a dict of str to str (an environment)")
+    if evidence_dir is not None:
+        evidence_dir = checks.path(evidence_dir, "evidence_dir", "dir", exists=False)
+        if evidence_dir.exists() and not evidence_dir.is_dir():
+            raise ValueError(f"evidence_dir {str(evidence_dir)!r} is not a folder")
     with tempfile.TemporaryDirectory(prefix=f"mutant-{name}-") as tmp:
         tmp = pathlib.Path(tmp)
         nb = tmp / f"{name}.ipynb"
@@ -226,6 +244,8 @@ def run_text(text: str, name: str, timeout: int = 900, env: dict | None = None,
 
 def outcome(result: dict) -> str:
     """What a mutant's run means: caught (an assertion failed), survived, error or timeout."""
+    if not isinstance(result, dict) or result.get("status") not in ("passed", "failed", "timeout"):
+        raise ValueError(f"result must be a run's outcome (status passed, failed or timeout), got {checks._short(result)}")
     if result["status"] == "passed":
         return "survived"
     if result["status"] == "timeout":
@@ -241,8 +261,12 @@ def run_chapter(root, name: str, jobs: int = 2, timeout: int = 900, only: list[s
 
     ``only`` runs just those mutation ids and keeps the other entries of a fresh earlier record.
     """
-    root = pathlib.Path(root)
-    chapter = root / "chapters" / f"{name}.md"
+    root = checks.path(root, "root", "dir")
+    chapter = checks.path(root / "chapters" / f"{checks.plain_name(name, 'name')}.md", "name", "file")
+    jobs = checks.count(jobs, "jobs", minimum=1, maximum=64)
+    timeout = checks.count(timeout, "timeout", minimum=1)
+    if only is not None and (isinstance(only, str) or not all(isinstance(i, str) for i in only)):
+        raise ValueError(f"only must be a list of mutation ids, got {checks._short(only)}")
     listing = list_path(root, name)
     text = chapter.read_text()
     mutations = load(listing)
@@ -282,12 +306,15 @@ def run_chapter(root, name: str, jobs: int = 2, timeout: int = 900, only: list[s
 
 
 def read_result(root, name: str) -> dict | None:
+    """Chapter ``name``'s mutation record (``None`` if it has none)."""
     path = result_path(root, name)
     return json.loads(path.read_text()) if path.exists() else None
 
 
 def state(root, name: str, record: dict | None = None) -> str:
     """``fresh``, ``stale`` (the chapter or its list changed since the record) or ``missing``."""
+    if record is not None and (not isinstance(record, dict) or "chapter_sha256" not in record):
+        raise ValueError(f"record must be a mutation record (with chapter_sha256), got {checks._short(record)}")
     record = read_result(root, name) if record is None else record
     if record is None:
         return "missing"
@@ -302,6 +329,9 @@ def state(root, name: str, record: dict | None = None) -> str:
 
 def summary(record: dict) -> dict:
     """Counts of a record: total, and each outcome."""
+    if not isinstance(record, dict) or not isinstance(record.get("mutations"), list) or not all(
+            isinstance(r, dict) and r.get("outcome") in OUTCOMES for r in record["mutations"]):
+        raise ValueError(f"record must be a mutation record (a 'mutations' list of outcomes), got {checks._short(record)}")
     counts = {k: 0 for k in OUTCOMES}
     for row in record["mutations"]:
         counts[row["outcome"]] += 1
@@ -312,7 +342,7 @@ def chapters(root) -> list[str]:
     """Every chapter (a MyST notebook of ``_toc.yml``), in the book's order."""
     from . import toc
 
-    root = pathlib.Path(root)
+    root = checks.path(root, "root", "dir")
     found = toc.files(root)
     names = []
     for entry in found:
@@ -331,6 +361,10 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=int, default=900, help="seconds per mutant")
     ap.add_argument("--root", default=".")
     args = ap.parse_args(argv)
+    if args.jobs < 1 or args.timeout < 1:
+        ap.error("--jobs and --timeout must be at least 1")
+    if not pathlib.Path(args.root).is_dir():
+        ap.error(f"--root {args.root!r} is not a folder")
     root = pathlib.Path(args.root)
     known = chapters(root)
     unknown = [c for c in args.chapters if c not in known]

@@ -8,7 +8,9 @@ def files(root) -> list[str]:
     """Every ``file:`` of ``ROOT/_toc.yml`` in order, as written (no suffix); ``[]`` without a ``_toc.yml``."""
     import yaml
 
-    toc = pathlib.Path(root) / "_toc.yml"
+    from .. import checks
+
+    toc = checks.path(root, "root", "dir") / "_toc.yml"
     found: list[str] = []
 
     def walk(node):
