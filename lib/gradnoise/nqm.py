@@ -236,7 +236,7 @@ def coordinate_loss(h, second: torch.Tensor, component: int = 0) -> torch.Tensor
     component 1 is the buffer, not a point of parameter space. ``h`` is the true curvature.
     """
     component = _component(component)
-    checks.tensor(second, "second", min_ndim=1)
+    checks.tensor(second, "second", min_ndim=1, finite=False)   # NaN marks an unstable setting (stationary_second_moment)
     if second.shape[-1] != 3:
         raise ValueError(f"second must end in an axis of 3 (the vech of a 2 x 2 moment), got shape {tuple(second.shape)}")
     h = _h(h).to(second.device)
