@@ -100,7 +100,10 @@ def test_no_size_knob_lifts_the_guard_past_the_machine(monkeypatch):
     from gradnoise import checks
 
     assert 2**30 < checks.machine_memory() < 2**50
-    for knob in ("1e300", "1e6"):
+    monkeypatch.setenv("GRADNOISE_SCALE", "1e300")                      # past the knob's own maximum
+    with pytest.raises(ValueError, match="GRADNOISE_SCALE must be a positive number at most"):
+        checks.allocation_limit()
+    for knob in ("1e6", "1e4"):
         monkeypatch.setenv("GRADNOISE_SCALE", knob)
         assert checks.allocation_limit() <= checks.machine_memory() / 2
         with pytest.raises(ValueError, match="at most half the machine's memory"):

@@ -282,6 +282,8 @@ def real_tensor(x, name: str, low: float | None = None, high: float | None = Non
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     interval = _interval(low, high, low_open, high_open)
+    if device is not None:
+        device = torch_device(device, "device")
     if _not_a_number(x) or (isinstance(x, torch.Tensor) and (x.is_complex() or x.dtype == torch.bool)):
         raise ValueError(f"{name} must be real numbers in {interval}, got {_short(x)}")
     if isinstance(x, (list, tuple)) and any(_not_a_number(v) for v in _flat(x)):

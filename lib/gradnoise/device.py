@@ -64,10 +64,15 @@ def as_tensor(x, dtype: torch.dtype = DTYPE) -> torch.Tensor:
     checks.floating_dtype(dtype)
     if x is None or isinstance(x, (str, bytes)):
         raise ValueError(f"x must be numbers or a tensor, got {x!r}")
-    return torch.as_tensor(x, dtype=dtype, device=device())
+    try:
+        return torch.as_tensor(x, dtype=dtype, device=device())
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise ValueError(f"x must be numbers or a tensor, got {checks._short(x)}") from None
 
 
 SCALE_VAR = "GRADNOISE_SCALE"
+MAX_SCALE = 1e6
+"""Largest size knob: a million times the default size is already days of GPU time; larger is a typo."""
 
 
 def scale() -> float:
@@ -84,8 +89,8 @@ def scale() -> float:
         value = float(raw)
     except ValueError:
         raise ValueError(f"{SCALE_VAR} must be a positive number, got {raw!r}") from None
-    if not (0 < value < float("inf")):
-        raise ValueError(f"{SCALE_VAR} must be a positive number, got {raw!r}")
+    if not (0 < value <= MAX_SCALE):
+        raise ValueError(f"{SCALE_VAR} must be a positive number at most {MAX_SCALE:g}, got {raw!r}")
     return value
 
 

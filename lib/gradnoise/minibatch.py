@@ -95,11 +95,11 @@ def batch_indices(n: int, batch: int, batches: int = 1, scheme: str = "with", li
     limit = checks.positive_int(limit, "limit")
     device = checks.torch_device(device) if device is not None else None
     if log_enumeration_size(n, batch, batches, scheme) > math.log(limit) + 1e-9:
-        raise ValueError(f"limit: about e^{log_enumeration_size(n, batch, batches, scheme):.1f} outcomes to "
-                         f"enumerate exceed limit = {limit}")
+        raise ValueError(f"n, batch and batches: about e^{log_enumeration_size(n, batch, batches, scheme):.1f} "
+                         f"outcomes to enumerate exceed limit = {limit}")
     size = enumeration_size(n, batch, batches, scheme)
     if size > limit:
-        raise ValueError(f"limit: {size} outcomes to enumerate exceed limit = {limit}")
+        raise ValueError(f"n, batch and batches: {size} outcomes to enumerate exceed limit = {limit}")
     if size * batches * batch > MAX_ENTRIES:
         raise ValueError(f"batch: {size} outcomes of {batches} x {batch} indices are {size * batches * batch} "
                          f"entries, more than the {MAX_ENTRIES} this Python-level enumeration builds")
@@ -143,7 +143,8 @@ def draw_indices(n: int, batch: int, shape, gen: torch.Generator, replacement: b
         raise ValueError(f"batch = {batch} exceeds n = {n} without replacement")
     shape = _shape(shape)
     checks.flag(replacement, "replacement")
-    checks.allocation((*shape, n if not replacement else batch), torch.float64, "shape x batch (draw_indices)", copies=2)
+    checks.allocation((*shape, n if not replacement else batch), torch.float64,
+                      "shape x batch" if replacement else "shape x n (one key per example)", copies=2)
     if replacement:
         return torch.randint(n, (*shape, batch), generator=gen, device=gen.device)
     keys = torch.rand((*shape, n), generator=gen, device=gen.device)
@@ -158,6 +159,7 @@ def sample_indices(n: int, batch: int, batches: int, trials: int, gen: torch.Gen
     _sizes(n, batch, batches, scheme)
     trials = checks.positive_int(trials, "trials")
     checks.generator(gen, "gen")
+    checks.allocation((trials, batches, batch), torch.long, "trials x batches x batch (the indices)", copies=2)
     if scheme in ("with", "without"):
         return draw_indices(n, batch, (trials, batches), gen, replacement=scheme == "with")
     checks.allocation((trials, n), torch.float64, "trials x n (one permutation per trial)", copies=3)

@@ -179,6 +179,10 @@ def step(param: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor, lr: float =
     weight_decay = checks.real(weight_decay, "weight_decay", low=0)
     checks.flag(nesterov, "nesterov")
     checks.flag(exact, "exact")
+    ns_steps = _ns_steps(ns_steps, "ns_steps")
+    _check_coefficients(coefficients)
+    _eps(eps)
+    checks.choice(adjust_lr_fn, "adjust_lr_fn", (None, "original", "match_rms_adamw"))
     new_buf = buffer_update(buf, grad, momentum)
     mixed = nesterov_mix(grad, new_buf, momentum) if nesterov else new_buf
     direction = newton_schulz(mixed, ns_steps, coefficients, eps, torch.bfloat16, exact)
@@ -215,6 +219,7 @@ def buffer_weights(momentum: float, steps: int, nesterov: bool = True, dtype=tor
     steps = checks.positive_int(steps, "steps")
     checks.flag(nesterov, "nesterov")
     checks.floating_dtype(dtype)
+    device = checks.torch_device(device) if device is not None else None
     checks.allocation((steps,), dtype, "steps (one weight per step)", copies=3)
     j = torch.arange(steps, dtype=dtype, device=device)
     w = (1 - mu) * mu**j

@@ -84,9 +84,13 @@ def loglog_slope(x, y) -> float:
 
 def z_scores(estimate, stderr, predicted) -> torch.Tensor:
     """Element-wise ``(estimate - predicted) / stderr`` as a float64 tensor."""
+    return _z(estimate, stderr, predicted, "predicted")
+
+
+def _z(estimate, stderr, predicted, pname: str) -> torch.Tensor:
     est = _as64(estimate, "estimate")
     se = _as64(stderr, "stderr", est.device)
-    pred = _as64(predicted, "predicted", est.device)
+    pred = _as64(predicted, pname, est.device)
     try:
         shape = torch.broadcast_shapes(est.shape, se.shape, pred.shape)
     except RuntimeError:
@@ -94,11 +98,11 @@ def z_scores(estimate, stderr, predicted) -> torch.Tensor:
     if est.numel() == 0:
         raise ValueError("estimate is empty")
     if shape != est.shape:
-        raise ValueError(f"stderr {tuple(se.shape)} and predicted {tuple(pred.shape)} must broadcast to estimate {tuple(est.shape)}")
+        raise ValueError(f"stderr {tuple(se.shape)} and {pname} {tuple(pred.shape)} must broadcast to estimate {tuple(est.shape)}")
     if not bool((se > 0).all()) or not bool(torch.isfinite(se).all()):
         raise ValueError("stderr must be positive and finite everywhere")
     if not bool(torch.isfinite(est).all() and torch.isfinite(pred).all()):
-        raise ValueError("estimate and predicted must be finite")
+        raise ValueError(f"estimate and {pname} must be finite")
     return (est - pred) / se
 
 
@@ -164,7 +168,7 @@ def assert_rejects(estimate, stderr, wrong, z: float = 10.0, what: str = "estima
     Returns the largest ``|z|`` against ``wrong``; raises ``AssertionError`` if the check lacks power.
     """
     bound = _bound(z)
-    zs = z_scores(estimate, stderr, wrong)
+    zs = _z(estimate, stderr, wrong, "wrong")
     worst, _ = _worst(zs)
     if abs(worst) < bound:
         raise AssertionError(

@@ -13,6 +13,7 @@ test run) and prints one line when it drops the cache.
 from __future__ import annotations
 
 import hashlib
+import os
 import pathlib
 import shutil
 import sys
@@ -39,7 +40,8 @@ def refresh(root, build: str = "_build") -> bool:
     from .. import checks
 
     root = checks.path(root, "root", "dir").resolve()
-    checks.path(build, "build", exists=False)
+    if isinstance(build, bool) or not isinstance(build, (str, os.PathLike)):
+        raise ValueError(f"build must be a path inside root, got {build!r}")
     out = (root / build).resolve()
     if out == root or root not in out.parents:
         raise ValueError(f"build must be a folder inside root {root}, got {build!r} (resolves to {out}): "

@@ -71,6 +71,10 @@ class Mutation:
     why: str
 
 
+MAX_TIMEOUT = 86_400
+"""Longest limit (seconds) on one chapter's run: a day."""
+
+
 def sha256(path) -> str:
     """The SHA-256 of a file's bytes (hex)."""
     return hashlib.sha256(checks.path(path, "path", "file").read_bytes()).hexdigest()
@@ -205,7 +209,7 @@ def run_text(text: str, name: str, timeout: int = 900, env: dict | None = None,
     if not isinstance(text, str):
         raise ValueError(f"text must be a chapter's MyST text (a str), got {type(text).__name__}")
     checks.plain_name(name, "name")
-    timeout = checks.count(timeout, "timeout", minimum=1)
+    timeout = checks.count(timeout, "timeout", minimum=1, maximum=MAX_TIMEOUT)
     if env is not None and (not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
         raise ValueError("env must be a dict of str to str (an environment)")
     if evidence_dir is not None:
@@ -264,9 +268,10 @@ def run_chapter(root, name: str, jobs: int = 2, timeout: int = 900, only: list[s
     root = checks.path(root, "root", "dir")
     chapter = checks.path(root / "chapters" / f"{checks.plain_name(name, 'name')}.md", "name", "file")
     jobs = checks.count(jobs, "jobs", minimum=1, maximum=64)
-    timeout = checks.count(timeout, "timeout", minimum=1)
-    if only is not None and (isinstance(only, str) or not all(isinstance(i, str) for i in only)):
+    timeout = checks.count(timeout, "timeout", minimum=1, maximum=MAX_TIMEOUT)
+    if only is not None and (not isinstance(only, (list, tuple, set)) or not all(isinstance(i, str) for i in only)):
         raise ValueError(f"only must be a list of mutation ids, got {checks._short(only)}")
+    checks.function(log, "log")
     listing = list_path(root, name)
     text = chapter.read_text()
     mutations = load(listing)
@@ -360,9 +365,11 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=int, default=900, help="seconds per mutant")
     ap.add_argument("--root", default=".")
+    if argv is not None and (not isinstance(argv, (list, tuple)) or not all(isinstance(a, str) for a in argv)):
+        ap.error(f"argv must be a list of strings, got {checks._short(argv)}")
     args = ap.parse_args(argv)
-    if args.jobs < 1 or args.timeout < 1:
-        ap.error("--jobs and --timeout must be at least 1")
+    if not (1 <= args.jobs <= 64) or not (1 <= args.timeout <= MAX_TIMEOUT):
+        ap.error(f"--jobs must lie in [1, 64] and --timeout in [1, {MAX_TIMEOUT}]")
     if not pathlib.Path(args.root).is_dir():
         ap.error(f"--root {args.root!r} is not a folder")
     root = pathlib.Path(args.root)
