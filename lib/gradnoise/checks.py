@@ -118,7 +118,7 @@ def count(n, name: str, minimum: int = 1, maximum: int | None = None) -> int:
     _p_name(name)
     _p_int(minimum, "minimum")
     if maximum is not None:
-        _p_int(maximum, "maximum")
+        _p_int(maximum, "maximum", minimum)
     if isinstance(n, bool):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {n!r}")
     if isinstance(n, torch.Tensor):

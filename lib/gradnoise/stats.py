@@ -234,6 +234,9 @@ def assert_differs(actual, wrong, rtol: float = 1e-6, what: str = "value", claim
     at relative distance 1 — so it needs ``atol``: the check is then :math:`\max|a| \ge` ``atol``.
     """
     tol = _bound(rtol, "rtol")
+    if not tol < 2:
+        raise ValueError(f"rtol must be below 2, got {rtol!r}: two values are at most a relative distance 2 apart, "
+                         "so the check could never pass")
     a, w = _exact_pair(actual, wrong, ("actual", "wrong"))
     if atol is not None:
         atol = checks.positive_real(atol, "atol")

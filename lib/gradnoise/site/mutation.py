@@ -100,7 +100,7 @@ def load(path) -> list[Mutation]:
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not YAML ({err})") from None
     if not isinstance(data, dict) or not isinstance(data.get("mutations"), list):
-        raise ValueError(f"{path}: needs a 'mutations:' list")
+        raise ValueError(f"path {str(path)!r}: needs a 'mutations:' list")
     if data.get("chapter") != path.stem:
         raise ValueError(f"{path}: 'chapter:' must be {path.stem!r}, got {data.get('chapter')!r}")
     out, seen = [], set()
@@ -277,12 +277,14 @@ def run_chapter(root, name: str, jobs: int = 2, timeout: int = 900, only: list[s
     mutations = load(listing)
     for m in mutations:
         validate(m, text)
+    if only is not None and not set(only) <= {m.id for m in mutations}:
+        raise ValueError(f"only: no mutation {sorted(set(only) - {m.id for m in mutations})} in {name}'s list")
     todo = [m for m in mutations if only is None or m.id in only]
     kept = {}
     if only is not None:
         old = read_result(root, name)
         if old is None or state(root, name, old) != "fresh":
-            raise ValueError(f"{name}: no fresh record to add to; run every mutation")
+            raise ValueError(f"only: {name} has no fresh record to add to; run every mutation")
         kept = {r["id"]: r for r in old["mutations"] if r["id"] not in only}
     start = time.monotonic()
     control = run_text(text, name, timeout)
