@@ -40,7 +40,7 @@ def test_flatten_roundtrip_and_dim(trained):
     assert all(torch.equal(back[n], p[n]) for n in pg.NAMES)
     with pytest.raises(ValueError, match="vector"):
         pg.unflatten(v[:-1])
-    with pytest.raises(ValueError, match="params"):
+    with pytest.raises(ValueError, match="tensors must be a dict"):          # named after flatten's argument
         pg.flatten({"0.weight": p["0.weight"]})
 
 
@@ -196,3 +196,101 @@ def test_gradient_gram_from_layer_factors(trained, data):
         K0 = pg.gradient_gram(cp.params, x, y, centred=False)
         assert (K0 - G @ G.T / 300).abs().max() < 1e-13 * max(1.0, K0.abs().max().item())
         assert abs(K.trace() - pg.gradient_covariance(G).trace()) < 1e-12
+
+
+def test_pergrad_reexports_the_digits_module():
+    from gradnoise.networks import digits as dg
+    for name in ("digits", "checkpoints", "sgd", "minibatch_gradient", "logits", "losses", "accuracy", "flatten",
+                 "unflatten", "initial_parameters", "network", "Digits", "Checkpoint", "NAMES", "SHAPES", "DIM",
+                 "WEIGHT_DECAY", "CHECKPOINT_STEPS", "MAX_STEPS", "_check_params"):
+        assert getattr(pg, name) is getattr(dg, name), name
+
+
+def test_functional_per_example_gradients_of_any_module(trained, data):
+    """The generic route on a plain torch.nn.Linear equals the closed form (p - e_y) x^T per example."""
+    gen = gradnoise.generator("test:pergrad:functional", device="cpu")
+    lin = torch.nn.Linear(4, 3).to(f64)
+    params = {"weight": torch.randn(3, 4, generator=gen, dtype=f64), "bias": torch.zeros(3, dtype=f64)}
+    x = torch.randn(6, 4, generator=gen, dtype=f64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    g = pg.functional_per_example_gradients(lin, params, lambda out, t, p: torch.nn.functional.cross_entropy(out, t),
+                                            x, y)
+    delta = torch.softmax(x @ params["weight"].T, -1) - torch.nn.functional.one_hot(y, 3).to(f64)
+    assert (g["weight"] - delta[:, :, None] * x[:, None, :]).abs().max() < 1e-14
+    assert (g["bias"] - delta).abs().max() < 1e-14
+    with pytest.raises(ValueError, match="model"):
+        pg.functional_per_example_gradients("not a module", params, lambda *a: 0, x, y)
+    with pytest.raises(ValueError, match="same number of examples"):
+        pg.functional_per_example_gradients(lin, params, lambda out, t, p: out.sum(), x, y[:5])
+
+
+def test_batch_means_laws_with_and_without_replacement():
+    """Unbiased, covariance Sigma/k with replacement (any k, including k > N by multinomial counts) and
+    (N-k)/(N-1) Sigma/k without; the whole set without replacement is exact."""
+    gen = gradnoise.generator("test:pergrad:batch_means")
+    G = torch.randn(7, 3, generator=gen, dtype=f64, device=gen.device) * torch.tensor([1.0, 2.0, 3.0], dtype=f64,
+                                                                                       device=gen.device)
+    N, gt, tr = 7, G.mean(0), pg.gradient_covariance(G).trace()
+    # nearest wrong laws: the other design's factor; for k > N, the k - N surplus draws ignored (Sigma/N)
+    for k, repl, factor, wrong in ((3, True, 1 / 3, 4 / 18), (50, True, 1 / 50, 1 / 7), (3, False, 4 / 18, 1 / 3)):
+        m = pg.batch_means(G, k, 40_000, gen, replacement=repl, chunk=9_999)
+        assert m.shape == (40_000, 3)
+        mu, se = stats.mean_stderr(m)
+        stats.assert_agrees(mu, se, gt)
+        v, v_se = stats.total_variance(m)
+        stats.assert_agrees(v, v_se, tr * factor)
+        stats.assert_rejects(v, v_se, tr * wrong)
+    whole = pg.batch_means(G, 7, 3, gen, replacement=False)
+    assert torch.allclose(whole, gt.expand(3, 3), rtol=0, atol=1e-14)
+    assert pg.batch_means(G.reshape(7, 3, 1), 2, 5, gen).shape == (5, 3, 1)
+
+
+def test_batch_means_multinomial_counts_sum_to_k():
+    gen = gradnoise.generator("test:pergrad:counts")
+    c = pg._multinomial_counts(11, 10**6, 64, gen, f64)
+    assert bool((c.sum(1) == 10**6).all()) and bool((c >= 0).all())
+    m, se = stats.mean_stderr(c)
+    stats.assert_agrees(m, se, torch.full((11,), 10**6 / 11, dtype=f64))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(k=0), "k"), (dict(k=8, replacement=False), "exceeds"), (dict(trials=0), "trials"),
+    (dict(trials=10**12), "allocate"), (dict(gen=None), "gen"), (dict(replacement="yes"), "replacement"),
+    (dict(chunk=0), "chunk"),
+])
+def test_batch_means_refuses_bad_input(kwargs, match):
+    gen = gradnoise.generator("test:pergrad:bad")
+    args = dict(grads=torch.ones(7, 3, dtype=f64, device=gen.device), k=2, trials=4, gen=gen)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        pg.batch_means(**args)
+    with pytest.raises(ValueError, match="grads"):
+        pg.batch_means(torch.full((7, 3), float("nan"), dtype=f64), 2, 4, gen)
+
+
+def test_bad_input_is_refused_in_one_line(trained, data):
+    p, x, y = trained[1].params, data.x_train[:20], data.y_train[:20]
+    gen = gradnoise.generator("test:pergrad:badinput")
+    for bad in (torch.full_like(y, 10), torch.full_like(y, -1)):
+        for fn in (pg.accuracy, pg.losses, pg.minibatch_gradient, pg.per_example_gradients):
+            with pytest.raises(ValueError, match=r"y must hold class labels in \[0, 10\)"):
+                fn(p, x, bad)
+    with pytest.raises(ValueError, match="dtype and device of the parameters"):
+        pg.logits(p, x.float())
+    with pytest.raises(ValueError, match="dtype and device of the parameters"):
+        pg.losses(p, x.float(), y)
+    nan = dict(p, **{"2.bias": torch.full_like(p["2.bias"], float("nan"))})
+    with pytest.raises(ValueError, match=r"params\['2.bias'\] contains NaN"):
+        pg.logits(nan, x)
+    with pytest.raises(ValueError, match="steps"):
+        pg.sgd(p, x, y, lr=0.1, batch=2, steps=pg.MAX_STEPS + 1, gen=gen)
+    with pytest.raises(ValueError, match="allocate"):
+        pg.sgd(p, x, y, lr=0.1, batch=2, steps=1, gen=gen, chains=10**9)
+    with pytest.raises(ValueError, match="steps"):
+        pg.checkpoints((pg.MAX_STEPS + 1,), data=data)
+    with pytest.raises(ValueError, match="momentum"):
+        pg.checkpoints((1,), data=data, momentum=float("nan"))
+    with pytest.raises(ValueError, match="allocate"):
+        pg.batch_indices(10**12, 10**12, (1,), gen, replacement=False)
+    with pytest.raises(ValueError, match="shape"):
+        pg.batch_indices(5, 2, 3, gen)

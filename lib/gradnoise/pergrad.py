@@ -1,201 +1,97 @@
-r"""Per-example gradients of a real network: a two-layer MLP on scikit-learn's digits.
+r"""Per-example gradients and what is drawn from them: the machinery of Part IV.
 
-The finite data set :math:`\mathcal D` is the training split of ``load_digits`` (8×8 images, 10
-classes, standardised with the training statistics); the test split is only used to show that the
-network learns. The network is :math:`f_\theta(x) = W_2\tanh(W_1x + b_1) + b_2` with
-:math:`W_1\in\mathbb R^{32\times64}`, :math:`W_2\in\mathbb R^{10\times32}` (:math:`d = 2410`
-parameters), in float64, and the per-example loss is
+A real network's gradient noise is the law of a minibatch mean of its per-example gradients
+:math:`G(x_i) = \nabla_\theta\ell(x_i;\theta)`, :math:`i = 1..N`. This module computes those gradients
+once per parameter point — :func:`functional_per_example_gradients` for any ``torch.nn.Module`` and
+per-example loss (``torch.func``: ``functional_call`` + ``vmap(grad)`` on the whole data set at once),
+:func:`per_example_gradients` for the digits MLP — and everything after that is index sampling on the
+device: :func:`batch_indices` draws minibatches, :func:`batch_means` draws ``trials`` minibatch means of
+any size ``k`` (with or without replacement; for ``k`` beyond :math:`N` with replacement as multinomial
+counts, so ``k = 10^6`` costs no more than ``k = N``), chunked through the allocation guard. The exact
+moments of those means follow from :func:`gradient_covariance`, :func:`covariance_eigenvalues` and
+:func:`simple_noise_scale`.
 
-.. math:: \ell(x;\theta) = \mathrm{CE}(f_\theta(x), y) + \tfrac{\lambda}{2}\|\theta\|^2,
-   \qquad \lambda = ``WEIGHT_DECAY``,
-
-so that the training loss :math:`L(\theta) = \frac1N\sum_x\ell(x;\theta)` has a minimum (without the
-ridge term the cross-entropy of a separable set has none). The ridge term adds the same
-:math:`\lambda\theta` to every :math:`G(x) = \nabla_\theta\ell(x;\theta)`: it moves :math:`G_T` but not
-:math:`\Sigma`.
-
-Parameters are a dict ``{name: tensor}`` with the names of :func:`network`'s ``state_dict``
-(``0.weight`` = :math:`W_1`, ``0.bias`` = :math:`b_1`, ``2.weight`` = :math:`W_2`, ``2.bias`` =
-:math:`b_2`); :func:`flatten` and :func:`unflatten` convert to and from vectors in that order.
-:func:`logits`, :func:`losses` and :func:`minibatch_gradient` accept parameters with leading (chain)
-dimensions. Per-example gradients come from ``torch.func`` (``functional_call`` + ``vmap(grad)``) on
-the whole data set at once. Nothing is cached on disk; :func:`checkpoints` retrains in well under a
-second.
+The digits network, its data, its parameters and its (S)GD training live in
+:mod:`gradnoise.networks.digits`; every name of that module is re-exported here (``pergrad.digits``,
+``pergrad.checkpoints``, ``pergrad.minibatch_gradient``, ``pergrad.NAMES``, ...), so code written
+against the earlier single module runs unchanged.
 """
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import torch
 from torch.func import functional_call, grad, vmap
 
 from . import checks
-from .device import DTYPE
-from .device import device as _device
-from .seeds import generator as _generator
+from .networks.digits import (CHECKPOINT_STEPS, CLASSES, DIM, FEATURES, HIDDEN, LEARNING_RATE,  # noqa: F401
+                              MAX_STEPS, MOMENTUM, NAMES, SHAPES, TEST_FRACTION, WEIGHT_DECAY, Checkpoint,
+                              Digits, _backprop, _check_data, _check_params, _minibatch_gradient, _ridge,
+                              accuracy, checkpoints, digits, flatten, initial_parameters, logits, losses,
+                              minibatch_gradient, network, sgd, unflatten)
 
-FEATURES, HIDDEN, CLASSES = 64, 32, 10
-NAMES = ("0.weight", "0.bias", "2.weight", "2.bias")
-SHAPES = {"0.weight": (HIDDEN, FEATURES), "0.bias": (HIDDEN,), "2.weight": (CLASSES, HIDDEN), "2.bias": (CLASSES,)}
-DIM = sum(torch.Size(s).numel() for s in SHAPES.values())
-"""Number of parameters :math:`d` (2410)."""
-WEIGHT_DECAY = 1e-3
-"""The ridge coefficient :math:`\\lambda` inside every per-example loss."""
-TEST_FRACTION = 0.2
-LEARNING_RATE, MOMENTUM = 0.5, 0.9
-"""Step size and momentum of the full-batch heavy-ball descent that :func:`checkpoints` runs."""
-CHECKPOINT_STEPS = (0, 10, 50, 400)
-"""Default checkpoints: initialisation, early, middle, near convergence (full-batch steps)."""
+BATCH_MEANS_CHUNK_BYTES = 2**27
+"""Working memory of one chunk of :func:`batch_means` (128 MiB): trials are processed this many bytes
+of counts and means at a time, so a run made 100 times larger takes 100 times as many chunks."""
 
 
-class Digits(NamedTuple):
-    """The standardised digits, split once: ``x_*`` are ``(n, 64)`` float64, ``y_*`` are ``(n,)`` int64."""
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
+def functional_per_example_gradients(model: torch.nn.Module, params: dict, loss, x: torch.Tensor,
+                                     y: torch.Tensor) -> dict:
+    r"""Per-example gradients of ``loss(model(x_i), y_i, params)`` for any module, a dict of ``(n, *shape)``.
 
-
-class Checkpoint(NamedTuple):
-    """A point on the training trajectory: the GD ``step``, ``params`` (a dict), training ``loss``, accuracies."""
-    step: int
-    params: dict
-    loss: float
-    train_accuracy: float
-    test_accuracy: float
-
-
-def digits(test_fraction: float = TEST_FRACTION, device=None) -> Digits:
-    r"""scikit-learn's ``load_digits`` (1,797 images), split and standardised.
-
-    The split is a permutation from ``generator("pergrad:split")`` (drawn on the CPU, so it is the same
-    on every device for a given ``GRADNOISE_SEED``); the first ``round(test_fraction·1797)`` examples of
-    it form the test set. Features are standardised with the training mean and standard deviation
-    (constant pixels, whose deviation is 0, are only centred).
+    ``params`` maps (some of) ``model``'s parameter names to tensors; ``loss(output, target, params)``
+    returns the scalar loss of one example, whose ``output`` is ``model`` applied to a batch of one (a
+    regulariser may use ``params``). ``torch.func.vmap(grad(...))`` over the first dimension of ``x``
+    and ``y``: one pass over the data set, no Python loop.
     """
-    if not (isinstance(test_fraction, (int, float)) and 0 <= test_fraction < 1):
-        raise ValueError(f"test_fraction must lie in [0, 1), got {test_fraction!r}")
-    from sklearn.datasets import load_digits
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(params, dict) or not params:
+        raise ValueError("params must be a non-empty dict {name: tensor}")
+    if not callable(loss):
+        raise ValueError(f"loss must be a function (output, target, params) -> scalar, got {type(loss).__name__}")
+    for key, t in params.items():
+        checks.matrix(t, f"params[{key!r}]", min_ndim=0)
+    for name, t in (("x", x), ("y", y)):
+        if not isinstance(t, torch.Tensor) or t.ndim < 1 or t.shape[0] == 0:
+            raise ValueError(f"{name} must be a tensor with a non-empty first (example) dimension")
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or inf")      # integer inputs (tokens, labels) pass as they are
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must have the same number of examples, got {x.shape[0]} and {y.shape[0]}")
+    width = sum(t.numel() for t in params.values())
+    checks.allocation((x.shape[0], width), next(iter(params.values())).dtype, "per-example gradients")
 
-    raw = load_digits()
-    x = torch.as_tensor(raw.data, dtype=DTYPE)
-    y = torch.as_tensor(raw.target, dtype=torch.int64)
-    perm = torch.randperm(x.shape[0], generator=_generator("pergrad:split", device="cpu"))
-    n_test = round(test_fraction * x.shape[0])
-    test, train = perm[:n_test], perm[n_test:]
-    mean, std = x[train].mean(0), x[train].std(0)
-    x = (x - mean) / torch.where(std > 0, std, torch.ones_like(std))
-    dev = device if device is not None else _device()
-    return Digits(x[train].to(dev), y[train].to(dev), x[test].to(dev), y[test].to(dev))
+    def one(p, xi, yi):
+        out = functional_call(model, p, (xi.unsqueeze(0),))
+        return loss(out, yi.unsqueeze(0), p)
 
-
-def network(device=None) -> torch.nn.Sequential:
-    """An (un-extended) ``Linear(64, 32) → Tanh → Linear(32, 10)`` in float64; load parameters into it."""
-    dev = device if device is not None else _device()
-    return torch.nn.Sequential(torch.nn.Linear(FEATURES, HIDDEN), torch.nn.Tanh(),
-                               torch.nn.Linear(HIDDEN, CLASSES)).to(dtype=DTYPE, device=dev)
-
-
-def initial_parameters(gen: torch.Generator | None = None, device=None) -> dict:
-    r"""PyTorch's default initialisation, drawn from ``gen``: every entry of layer :math:`l` uniform on
-    :math:`\pm 1/\sqrt{\text{fan-in}}`. Default ``gen``: ``generator("pergrad:init")`` on the CPU (the
-    same numbers on every device); the result lives on ``device`` (the book's by default)."""
-    gen = gen if gen is not None else _generator("pergrad:init", device="cpu")
-    dev = device if device is not None else _device()
-    params = {}
-    for name in NAMES:
-        fan_in = FEATURES if name.startswith("0.") else HIDDEN
-        u = torch.rand(SHAPES[name], generator=gen, dtype=DTYPE, device=gen.device)
-        params[name] = ((2 * u - 1) / fan_in**0.5).to(dev)
-    return params
+    try:
+        return vmap(grad(one), in_dims=(None, 0, 0))({k: t.detach() for k, t in params.items()}, x, y)
+    except (RuntimeError, IndexError, TypeError) as err:     # the model or loss refused an example: name the inputs
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"model and loss failed on one example of x (with its y): {first[:200]}; check x's dtype "
+                         "and shape against the model's parameters and y's labels against its outputs") from None
 
 
-def _check_params(params) -> None:
-    if not isinstance(params, dict) or set(params) != set(NAMES):
-        raise ValueError(f"params must be a dict with keys {NAMES}")
-    for name in NAMES:
-        t = params[name]
-        if not isinstance(t, torch.Tensor) or tuple(t.shape[t.ndim - len(SHAPES[name]):]) != SHAPES[name]:
-            raise ValueError(f"params[{name!r}] must end in shape {SHAPES[name]}")
-
-
-def _check_data(x, y) -> None:
-    checks.matrix(x, "x", min_ndim=2)
-    if x.shape[-1] != FEATURES:
-        raise ValueError(f"x must have {FEATURES} features in its last dimension, got shape {tuple(x.shape)}")
-    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.shape != x.shape[:-1]:
-        raise ValueError(f"y must be an int64 tensor of shape {tuple(x.shape[:-1])}")
-
-
-def flatten(tensors: dict, lead: int = 0) -> torch.Tensor:
-    """Concatenate a parameter-shaped dict into vectors ``(*leading, d)`` in the order of ``NAMES``.
-
-    ``lead`` is the number of leading dimensions (e.g. 1 for per-example gradients ``(N, ...)``).
-    """
-    _check_params(tensors)
-    first = tensors[NAMES[0]]
-    if first.ndim != lead + 2:
-        raise ValueError(f"lead = {lead} does not match {NAMES[0]} of shape {tuple(first.shape)}")
-    return torch.cat([tensors[n].reshape(*first.shape[:lead], -1) for n in NAMES], dim=-1)
-
-
-def unflatten(vector: torch.Tensor) -> dict:
-    """Inverse of :func:`flatten`: vectors ``(..., d)`` to a dict of ``(..., *shape)`` tensors."""
-    checks.matrix(vector, "vector", min_ndim=1)
-    if vector.shape[-1] != DIM:
-        raise ValueError(f"vector must have last dimension {DIM}, got {tuple(vector.shape)}")
-    out, start = {}, 0
-    for name in NAMES:
-        size = torch.Size(SHAPES[name]).numel()
-        out[name] = vector[..., start:start + size].reshape(*vector.shape[:-1], *SHAPES[name])
-        start += size
-    return out
-
-
-def logits(params: dict, x: torch.Tensor) -> torch.Tensor:
-    r""":math:`f_\theta(x) = W_2\tanh(W_1x+b_1)+b_2` for ``x`` ``(..., n, 64)`` → ``(..., n, 10)``.
-
-    Parameters may carry leading dimensions that broadcast against those of ``x`` (chains of SGD).
-    """
-    _check_params(params)
-    h = torch.tanh(x @ params["0.weight"].transpose(-1, -2) + params["0.bias"].unsqueeze(-2))
-    return h @ params["2.weight"].transpose(-1, -2) + params["2.bias"].unsqueeze(-2)
-
-
-def _ridge(params: dict, weight_decay: float) -> torch.Tensor:
-    return 0.5 * weight_decay * sum((params[n] ** 2).flatten(-len(SHAPES[n])).sum(-1) for n in NAMES)
-
-
-def losses(params: dict, x: torch.Tensor, y: torch.Tensor, weight_decay: float = WEIGHT_DECAY) -> torch.Tensor:
-    r"""The training loss :math:`L(\theta) = \frac1n\sum_i \ell(x_i;\theta)` on ``(x, y)``, batched over
-    the leading dimensions of ``params`` (shape: those dimensions; a 0-d tensor for plain parameters)."""
-    _check_data(x, y)
-    z = logits(params, x)
-    ce = -torch.log_softmax(z, -1).gather(-1, y.expand(z.shape[:-1]).unsqueeze(-1)).squeeze(-1)
-    return ce.mean(-1) + _ridge(params, weight_decay)
-
-
-def _example_loss(model, weight_decay):
-    def loss(params, x, y):
-        z = functional_call(model, params, (x.unsqueeze(0),))
-        return torch.nn.functional.cross_entropy(z, y.unsqueeze(0)) + _ridge(params, weight_decay)
+def _digits_loss(weight_decay):
+    def loss(out, target, params):
+        return torch.nn.functional.cross_entropy(out, target) + _ridge(params, weight_decay)
     return loss
 
 
 def per_example_gradients(params: dict, x: torch.Tensor, y: torch.Tensor,
                           weight_decay: float = WEIGHT_DECAY) -> dict:
-    r"""Per-example gradients :math:`G(x_i) = \nabla_\theta\ell(x_i;\theta)`, a dict of ``(n, *shape)``.
+    r"""Per-example gradients :math:`G(x_i) = \nabla_\theta\ell(x_i;\theta)` of the digits MLP, a dict of ``(n, *shape)``.
 
-    ``torch.func``: ``vmap(grad(ℓ))`` over the examples, with ``ℓ`` a ``functional_call`` of
-    :func:`network`. The hidden weight matrix's gradients are ``grads["0.weight"]``, ``(n, 32, 64)``.
+    :func:`functional_per_example_gradients` with :func:`network` and the digits loss (cross-entropy plus
+    the ridge term). The hidden weight matrix's gradients are ``grads["0.weight"]``, ``(n, 32, 64)``.
     """
     _check_params(params)
-    _check_data(x, y)
+    _check_data(x, y, like=params)
+    weight_decay = checks.positive_real(weight_decay, "weight_decay", allow_zero=True)
     if x.ndim != 2:
         raise ValueError(f"x must be (n, {FEATURES}), got shape {tuple(x.shape)}")
-    model = network(device=x.device)
-    g = vmap(grad(_example_loss(model, weight_decay)), in_dims=(None, 0, 0))
-    return g({n: params[n].detach() for n in NAMES}, x, y)
+    model = network(device=x.device).to(dtype=x.dtype)
+    return functional_per_example_gradients(model, {n: params[n] for n in NAMES}, _digits_loss(weight_decay), x, y)
 
 
 def per_example_gradient_matrix(params: dict, x: torch.Tensor, y: torch.Tensor,
@@ -213,35 +109,6 @@ def full_gradient(params: dict, x: torch.Tensor, y: torch.Tensor, weight_decay: 
     return torch.cat([t.reshape(-1) for t in g])
 
 
-def _backprop(params: dict, x: torch.Tensor, y: torch.Tensor):
-    """Hidden activations ``h`` and the per-example output and hidden deltas ``(d2, d1)`` of the cross-entropy."""
-    h = torch.tanh(x @ params["0.weight"].transpose(-1, -2) + params["0.bias"].unsqueeze(-2))
-    z = h @ params["2.weight"].transpose(-1, -2) + params["2.bias"].unsqueeze(-2)
-    d2 = torch.softmax(z, dim=-1) - torch.nn.functional.one_hot(y, CLASSES).to(z.dtype)
-    d1 = (d2 @ params["2.weight"]) * (1 - h * h)
-    return h, d2, d1
-
-
-def minibatch_gradient(params: dict, x: torch.Tensor, y: torch.Tensor,
-                       weight_decay: float = WEIGHT_DECAY) -> dict:
-    r"""The gradient of the mean loss over the examples of ``x`` ``(..., B, 64)``, by hand
-    (back-propagation written out), batched over leading dimensions shared by ``params`` and ``x``.
-
-    With :math:`h = \tanh(W_1x+b_1)`, :math:`p = \mathrm{softmax}(W_2h+b_2)`, :math:`\delta_2 = p - e_y`
-    and :math:`\delta_1 = (W_2^\top\delta_2)\odot(1-h^2)`: :math:`\nabla W_2 = \frac1B\sum\delta_2h^\top`,
-    :math:`\nabla W_1 = \frac1B\sum\delta_1x^\top`, the biases average the :math:`\delta`, plus
-    :math:`\lambda\theta`. Used by :func:`sgd` and :func:`checkpoints` (no autograd in the loop).
-    """
-    _check_params(params)
-    _check_data(x, y)
-    h, d2, d1 = _backprop(params, x, y)
-    b = x.shape[-2]
-    return {"0.weight": d1.transpose(-1, -2) @ x / b + weight_decay * params["0.weight"],
-            "0.bias": d1.mean(-2) + weight_decay * params["0.bias"],
-            "2.weight": d2.transpose(-1, -2) @ h / b + weight_decay * params["2.weight"],
-            "2.bias": d2.mean(-2) + weight_decay * params["2.bias"]}
-
-
 def gradient_gram(params: dict, x: torch.Tensor, y: torch.Tensor, centred: bool = True) -> torch.Tensor:
     r"""The :math:`N\times N` matrix :math:`K_{ij} = \frac1N\langle G_i - G_T, G_j - G_T\rangle` (``centred``)
     or :math:`\frac1N\langle G_i, G_j\rangle` (not centred; ridge term included), without forming the
@@ -251,10 +118,13 @@ def gradient_gram(params: dict, x: torch.Tensor, y: torch.Tensor, centred: bool 
     :math:`\mathrm{tr}\,K = \mathrm{tr}\,\Sigma`; cost :math:`O(N^2(64+32+10))` instead of :math:`O(N^2 d)`.
     """
     _check_params(params)
-    _check_data(x, y)
+    _check_data(x, y, like=params)
     if x.ndim != 2:
         raise ValueError(f"x must be (n, {FEATURES}), got shape {tuple(x.shape)}")
+    if not isinstance(centred, bool):
+        raise ValueError(f"centred must be True or False, got {centred!r}")
     n = x.shape[0]
+    checks.allocation((4, n, n), x.dtype, "gradient_gram")
     h, d2, d1 = _backprop(params, x, y)
     k = (d1 @ d1.T) * (x @ x.T + 1) + (d2 @ d2.T) * (h @ h.T + 1)
     if centred:
@@ -267,47 +137,12 @@ def gradient_gram(params: dict, x: torch.Tensor, y: torch.Tensor, centred: bool 
     return k / n
 
 
-def accuracy(params: dict, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of ``(x, y)`` classified correctly (argmax of the logits)."""
-    _check_data(x, y)
-    return (logits(params, x).argmax(-1) == y).to(DTYPE).mean().item()
-
-
-def checkpoints(steps=CHECKPOINT_STEPS, data: Digits | None = None, lr: float = LEARNING_RATE,
-                momentum: float = MOMENTUM) -> list:
-    r"""Train by full-batch heavy-ball descent, :math:`v \leftarrow \mu v + G_T(\theta)`,
-    :math:`\theta \leftarrow \theta - \mathrm{lr}\,v` (``momentum`` :math:`\mu`; 0 gives plain GD), from
-    :func:`initial_parameters`, and return a :class:`Checkpoint` at each of ``steps`` (non-negative
-    integers, returned sorted; step 0 is the initialisation). Deterministic given ``GRADNOISE_SEED``;
-    the defaults reach :math:`\|G_T\|\approx 10^{-3}` and ~98% test accuracy at step 400."""
-    if not steps or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in steps):
-        raise ValueError(f"steps must be non-empty non-negative integers, got {steps!r}")
-    if not (lr > 0):
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    if not (0 <= momentum < 1):
-        raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
-    data = data if data is not None else digits()
-    params = initial_parameters(device=data.x_train.device)
-    velocity = {n: torch.zeros_like(params[n]) for n in NAMES}
-    out, step = [], 0
-    for target in sorted(set(steps)):
-        while step < target:
-            g = minibatch_gradient(params, data.x_train, data.y_train)
-            for n in NAMES:
-                velocity[n] = momentum * velocity[n] + g[n]
-                params[n] = params[n] - lr * velocity[n]
-            step += 1
-        out.append(Checkpoint(step, {n: params[n].clone() for n in NAMES},
-                              losses(params, data.x_train, data.y_train).item(),
-                              accuracy(params, data.x_train, data.y_train),
-                              accuracy(params, data.x_test, data.y_test)))
-    return out
-
 
 def gradient_covariance(grads: torch.Tensor) -> torch.Tensor:
     r"""The exact covariance :math:`\Sigma = \frac1N\sum_i (G_i - G_T)(G_i - G_T)^\top` of the rows of
     ``grads`` ``(..., N, d)`` under uniform sampling (divisor :math:`N`, not :math:`N-1`), ``(..., d, d)``."""
     checks.matrix(grads, "grads", min_ndim=2)
+    checks.allocation((*grads.shape[:-2], grads.shape[-1], grads.shape[-1]), grads.dtype, "gradient_covariance")
     c = grads - grads.mean(-2, keepdim=True)
     return c.transpose(-1, -2) @ c / grads.shape[-2]
 
@@ -320,6 +155,7 @@ def covariance_eigenvalues(grads: torch.Tensor) -> torch.Tensor:
     """
     checks.matrix(grads, "grads", min_ndim=2)
     n, d = grads.shape[-2:]
+    checks.allocation((*grads.shape[:-2], min(n, d), min(n, d)), grads.dtype, "covariance_eigenvalues")
     c = grads - grads.mean(-2, keepdim=True)
     small = c @ c.transpose(-1, -2) / n if n < d else c.transpose(-1, -2) @ c / n
     ev = torch.linalg.eigvalsh(small).flip(-1).clamp_min(0)
@@ -340,43 +176,79 @@ def simple_noise_scale(grads: torch.Tensor) -> torch.Tensor:
 def batch_indices(n: int, batch: int, shape, gen: torch.Generator, replacement: bool = True) -> torch.Tensor:
     """Indices of minibatches ``(*shape, batch)`` drawn uniformly from ``range(n)``, with or without
     replacement within each batch (batches independent of one another): :func:`gradnoise.minibatch.draw_indices`,
-    except that a batch of all ``n`` examples without replacement is ``0, 1, ..., n-1`` in order."""
+    except that a batch of all ``n`` examples without replacement is ``0, 1, ..., n-1`` in order. Every
+    size is checked (and the allocation guarded) before anything is drawn."""
     from .minibatch import draw_indices
 
-    if not replacement and checks.count(batch, "batch") == checks.count(n, "n"):
-        return torch.arange(n, device=gen.device).expand(*tuple(shape), n)
+    n, batch = checks.count(n, "n"), checks.count(batch, "batch")
+    checks.generator(gen, "gen")
+    try:
+        shape = tuple(checks.count(d, "shape entry") for d in shape)
+    except TypeError:
+        raise ValueError(f"shape must be a sequence of positive integers, got {shape!r}") from None
+    if not replacement and batch > n:
+        raise ValueError(f"batch = {batch} exceeds n = {n} without replacement")
+    if not replacement and batch == n:
+        checks.allocation((*shape, n), torch.int64, "batch_indices")
+        return torch.arange(n, device=gen.device).expand(*shape, n)
     return draw_indices(n, batch, shape, gen, replacement)
 
 
-def sgd(params: dict, x: torch.Tensor, y: torch.Tensor, lr: float, batch: int, steps: int,
-        gen: torch.Generator, chains: int = 1, replacement: bool = True, record_every: int = 0,
-        weight_decay: float = WEIGHT_DECAY, observe=None):
-    r"""Run ``chains`` independent SGD chains :math:`\theta \leftarrow \theta - \mathrm{lr}\,g_B(\theta)` for
-    ``steps`` steps from ``params``, each step's minibatch of size ``batch`` drawn by :func:`batch_indices`.
+def _multinomial_counts(n: int, k: int, trials: int, gen: torch.Generator, dtype) -> torch.Tensor:
+    r"""``(trials, n)`` counts of ``k`` uniform draws with replacement from ``range(n)``, exactly multinomial:
+    by conditional binomials, :math:`c_j \sim \mathrm{Bin}(k - \sum_{i<j} c_i,\ 1/(n - j))`. Cost ``O(n·trials)``
+    whatever ``k`` (``n`` small kernel launches), instead of the ``O(k·trials)`` of drawing every index."""
+    counts = torch.empty(trials, n, dtype=dtype, device=gen.device)
+    left = torch.full((trials,), float(k), dtype=dtype, device=gen.device)
+    p = torch.empty(trials, dtype=dtype, device=gen.device)
+    for j in range(n - 1):
+        c = torch.binomial(left, p.fill_(1.0 / (n - j)), generator=gen)
+        counts[:, j] = c
+        left = left - c
+    counts[:, n - 1] = left
+    return counts
 
-    Returns ``(final, recorded)``: ``final`` is a parameter dict with a leading ``chains`` dimension;
-    ``recorded`` stacks the flattened parameters every ``record_every`` steps (after steps
-    ``record_every, 2·record_every, …``), shape ``(records, chains, d)``, or ``None`` when ``record_every`` is 0.
-    ``observe``, a function of the flattened parameters ``(chains, d)``, records ``observe(θ)`` instead
-    (e.g. projections on a few directions, to keep long runs small in memory).
+
+def batch_means(grads: torch.Tensor, k: int, trials: int, gen: torch.Generator, replacement: bool = True,
+                chunk: int | None = None) -> torch.Tensor:
+    r"""``trials`` independent minibatch means :math:`g_k = \frac1k\sum_{i\in\mathcal B} G_i` of ``k`` rows of ``grads``.
+
+    ``grads`` is ``(N, *shape)`` (per-example gradients, computed once); the result is ``(trials, *shape)``.
+    Each batch is ``k`` indices drawn uniformly from ``range(N)`` with replacement (i.i.d.; any ``k >= 1``)
+    or without (a uniform ``k``-subset, ``k <= N``), on ``gen``'s device. A mean is a count vector times
+    the flattened rows, so no ``(trials, k, d)`` copy is made; with replacement and ``k > N`` the counts
+    are drawn as one multinomial (:func:`_multinomial_counts`), so the cost does not grow with ``k``.
+    Trials are processed in chunks of ``chunk`` (default: as many as fit in
+    :data:`BATCH_MEANS_CHUNK_BYTES`); the result itself goes through the allocation guard. The same
+    generator state gives the same means whatever the chunking only when ``chunk`` is the same.
     """
-    _check_params(params)
-    _check_data(x, y)
-    checks.positive_int(steps, "steps")
-    checks.positive_int(chains, "chains")
-    if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 0:
-        raise ValueError(f"record_every must be a non-negative integer, got {record_every!r}")
-    if not (lr > 0):
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    n = x.shape[0]
-    theta = {k: params[k].detach().expand(chains, *SHAPES[k]).clone() for k in NAMES}
-    recorded = []
-    for t in range(1, steps + 1):
-        idx = batch_indices(n, batch, (chains,), gen, replacement)
-        g = minibatch_gradient(theta, x[idx], y[idx], weight_decay)
-        for k in NAMES:
-            theta[k].sub_(lr * g[k])
-        if record_every and t % record_every == 0:
-            flat = flatten(theta, lead=1)
-            recorded.append(observe(flat) if observe is not None else flat.clone())
-    return theta, (torch.stack(recorded) if recorded else None)
+    checks.matrix(grads, "grads", min_ndim=1)
+    n = grads.shape[0]
+    k = checks.count(k, "k")
+    trials = checks.count(trials, "trials")
+    checks.generator(gen, "gen")
+    if gen.device != grads.device:
+        raise ValueError(f"gen is on {gen.device} but grads on {grads.device}: draw on the device of the gradients")
+    if not isinstance(replacement, bool):
+        raise ValueError(f"replacement must be True or False, got {replacement!r}")
+    if not replacement and k > n:
+        raise ValueError(f"k = {k} exceeds N = {n} without replacement")
+    flat = grads.reshape(n, -1)
+    d = flat.shape[1]
+    checks.allocation((trials, d), grads.dtype, f"batch_means with trials = {trials}")
+    per_trial = (2 * n + d + (k if k <= n else 0)) * grads.element_size()
+    if chunk is None:
+        chunk = max(1, min(trials, BATCH_MEANS_CHUNK_BYTES // per_trial))
+    chunk = checks.count(chunk, "chunk")
+    checks.allocation((chunk, per_trial // grads.element_size()), grads.dtype, "batch_means (one chunk)")
+    out = torch.empty(trials, d, dtype=grads.dtype, device=grads.device)
+    for start in range(0, trials, chunk):
+        t = min(chunk, trials - start)
+        if replacement and k > n:
+            counts = _multinomial_counts(n, k, t, gen, grads.dtype)
+        else:
+            idx = batch_indices(n, k, (t,), gen, replacement)
+            counts = torch.zeros(t, n, dtype=grads.dtype, device=grads.device)
+            counts.scatter_add_(1, idx, torch.ones(idx.shape, dtype=grads.dtype, device=grads.device))
+        out[start:start + t] = counts @ flat / k
+    return out.reshape(trials, *grads.shape[1:])
