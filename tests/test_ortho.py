@@ -376,3 +376,19 @@ def test_laplacian_over_the_entries():
         ortho.laplacian(lambda Y: Y, X, 0.0)
     with pytest.raises(ValueError, match="f must be"):
         ortho.laplacian(3, X, 1e-2)
+
+
+def test_second_order_terms_tie_and_bias():
+    """T_2 = 4 |b_1|^2, and the tie T_1 + T_2 + 2 T_3 = -4 T_4 (|Ortho|^2 constant), with T_1 from the Laplacian
+    stencil; counting T_3 once breaks it."""
+    gen = gnseeds.generator("test:second-order-terms", device="cpu")
+    G = sampling.with_singular_values([2.0, 1.3, 0.8], 3, 4, gen).to(torch.float64)
+    t2, t3, t4 = ortho.second_order_terms(G)
+    b1 = ortho.polar_bias_isotropic(G, 1.0)
+    assert abs(t2 - 4 * float((b1**2).sum())) < 1e-12 * t2
+    t1 = 2 * float((ortho.laplacian(lambda X: ortho.polar_bias_isotropic(X, 1.0), G, 4e-3) * ortho.polar_factor(G)).sum())
+    scale = max(abs(t1), t2, 2 * t3, abs(4 * t4))
+    assert abs(t1 + t2 + 2 * t3 + 4 * t4) < 1e-4 * scale
+    assert abs(t1 + t2 + t3 + 4 * t4) > 1e-2 * scale
+    with pytest.raises(ValueError, match="G must be a single matrix"):
+        ortho.second_order_terms(G[None])

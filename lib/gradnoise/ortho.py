@@ -475,3 +475,36 @@ def polar_linear_variance(G: torch.Tensor, cov: torch.Tensor | None = None, fact
     """
     U, s, V, transposed, parts = _factor_parts(G, cov, factors, chunk)
     return sum(float((_expansion_terms(U, s, V, part)[0] ** 2).sum()) for part in parts)
+
+
+def second_order_terms(G: torch.Tensor, h: float = 1e-4) -> tuple[float, float, float]:
+    r"""The three sums :math:`(T_2, T_3, T_4)` that the :math:`O(n^{-2})` terms of products of noisy polar factors need.
+
+    For isotropic noise of unit entry variance around one full-rank ``m x n`` matrix ``G``, with
+    :math:`\partial_p` the derivative along the ``p``-th entry and :math:`\Delta = \sum_p \partial_p^2`:
+
+    * :math:`T_2 = \|\Delta\mathrm{Ortho}(G)\|_F^2 = 4\|b_1\|_F^2` (:math:`b_1` of :func:`polar_bias_isotropic`
+      at unit variance, :math:`\Delta\mathrm{Ortho} = 2b_1`);
+    * :math:`T_3 = \sum_{p,q}\|\partial_p\partial_q\mathrm{Ortho}(G)\|_F^2`, each mixed second derivative from
+      :func:`polar_expansion` by polarisation, :math:`Q_2(e_p+e_q) - Q_2(e_p) - Q_2(e_q)`;
+    * :math:`T_4 = \sum_p\langle\partial_p\Delta\mathrm{Ortho}(G), \partial_p\mathrm{Ortho}(G)\rangle
+      = 2\sum_p\langle\partial_p b_1, L_1(e_p)\rangle`, with :math:`\partial_p b_1` by central differences of
+      step ``h`` (error :math:`O(h^2)`).
+
+    Because :math:`\|\mathrm{Ortho}\|_F^2` is constant, :math:`T_1 + T_2 + 2T_3 = -4T_4` with
+    :math:`T_1 = \langle\Delta^2\mathrm{Ortho}(G), \mathrm{Ortho}(G)\rangle` (the chapters *bias-line* and
+    *nonlinear-regime* assert it). Costs :math:`(mn)^2` second-order terms: for small matrices.
+    """
+    checks.matrix(G, "G")
+    checks.exact_dtype(G, "G")
+    if G.ndim != 2:
+        raise ValueError(f"G must be a single matrix, got shape {tuple(G.shape)}")
+    h = checks.positive_real(h, "h")
+    m, n = G.shape
+    checks.allocation((m * n, m * n, m, n), G.dtype, "G (an (mn)^2 x m x n table of second derivatives)", copies=4)
+    e = torch.eye(m * n, dtype=G.dtype, device=G.device).reshape(m * n, m, n)
+    L1, Q2 = polar_expansion(G, e)
+    H = polar_expansion(G, e[:, None] + e[None])[1] - Q2[:, None] - Q2[None]      # d_p d_q O, by polarisation
+    b1 = lambda X: polar_bias_isotropic(X, 1.0)                                    # noqa: E731
+    d_b1 = (b1(G + h * e) - b1(G - h * e)) / (2 * h)                               # d_p b_1 = d_p Delta O / 2
+    return 4 * (b1(G) ** 2).sum().item(), (H**2).sum().item(), 2 * (d_b1 * L1).sum().item()
