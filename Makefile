@@ -14,7 +14,7 @@ export GRADNOISE_EVIDENCE := $(CURDIR)/_build/evidence
 DEVICE_CHECK = $(BIN)/python -c "import sys, gradnoise.device as d; sys.exit(d.main())"
 PYTEST = $(BIN)/python -m pytest --nbval-lax --nbval-current-env
 
-.PHONY: book test test-seeds student mutate pdf lock clean
+.PHONY: book test test-seeds test-scale student mutate pdf lock clean
 
 # A venv whose creation was interrupted (no working pip inside) is made again, not reused.
 $(STAMP): requirements.lock pyproject.toml
@@ -66,6 +66,16 @@ test-seeds: inputs
 		$(PYTEST) -q tests --ignore=tests/test_site.py --ignore=tests/test_pdf.py > _build/seeds/seed-{}.log 2>&1 \
 		&& echo "seed {}: $$(tail -n 1 _build/seeds/seed-{}.log)" \
 		|| { echo "seed {}: FAILED (_build/seeds/seed-{}.log)"; grep -E "^(FAILED|ERROR)" _build/seeds/seed-{}.log; exit 255; }'
+
+# The scale test (not part of make test): every chapter of _toc.yml (or CHAPTERS="a b") under
+# GRADNOISE_SCALE=SCALE, JOBS at a time (default 1 here), each in a child process with its own evidence
+# folder; writes _build/scale/SCALE/report.md and report.json (per chapter: pass/fail, seconds, each
+# check's worst |z|), prints the per-chapter table, and fails when a chapter fails. TIMEOUT: seconds per
+# chapter. Slow: SCALE=10 is ten times every chapter's Monte Carlo.
+SCALE ?= 10
+TIMEOUT ?= 3600
+test-scale: inputs
+	$(BIN)/python -m gradnoise.site.scale --scale $(SCALE) --jobs $(if $(filter-out file,$(origin JOBS)),$(JOBS),1) --timeout $(TIMEOUT) $(CHAPTERS)
 
 # Mutation testing (not part of make test): each chapter run once as it is and once per mutation of
 # mutations/NAME.yml, in scratch copies, JOBS at a time; the outcomes go to mutations/results/NAME.json

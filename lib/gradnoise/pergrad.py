@@ -68,8 +68,8 @@ def functional_per_example_gradients(model: torch.nn.Module, params: dict, loss,
         return vmap(grad(one), in_dims=(None, 0, 0))({k: t.detach() for k, t in params.items()}, x, y)
     except (RuntimeError, IndexError, TypeError) as err:     # the model or loss refused an example: name the inputs
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"model and loss failed on one example of x (with its y): {first[:200]}; check x's dtype "
-                         "and shape against the model's parameters and y's labels against its outputs") from None
+        raise ValueError(f"model, params and loss failed on one example of x (with its y): {first[:200]}; check "
+                         "params and x's dtype and shape against the model, and y's labels against its outputs") from None
 
 
 def _digits_loss(weight_decay):
@@ -142,7 +142,7 @@ def gradient_covariance(grads: torch.Tensor) -> torch.Tensor:
     r"""The exact covariance :math:`\Sigma = \frac1N\sum_i (G_i - G_T)(G_i - G_T)^\top` of the rows of
     ``grads`` ``(..., N, d)`` under uniform sampling (divisor :math:`N`, not :math:`N-1`), ``(..., d, d)``."""
     checks.matrix(grads, "grads", min_ndim=2)
-    checks.allocation((*grads.shape[:-2], grads.shape[-1], grads.shape[-1]), grads.dtype, "gradient_covariance")
+    checks.allocation((*grads.shape[:-2], grads.shape[-1], grads.shape[-1]), grads.dtype, "grads (a d x d covariance)")
     c = grads - grads.mean(-2, keepdim=True)
     return c.transpose(-1, -2) @ c / grads.shape[-2]
 
