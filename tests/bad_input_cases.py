@@ -812,6 +812,8 @@ case("gradnoise.ortho.polar_second_order", lambda W: dict(G=well(2, 2), h=1e-4),
      G=Tensor(ndim=2, dtypes=EXACT, extra={"40 x 40 (a 2.6 TB tensor)": lambda v, kw, W: well(40, 40)}), h=Real(0, None, lo_open=True))
 case("gradnoise.ortho.second_order_terms", lambda W: dict(G=well(2, 2), h=1e-4),
      G=Tensor(ndim=2, dtypes=EXACT, extra={"40 x 40 (a 20 GB table)": lambda v, kw, W: well(40, 40)}), h=Real(0, None, lo_open=True))
+case("gradnoise.ortho.laplacian_along", lambda W: dict(f=lambda X: X.sum((-2, -1)), X=f64(2, 2), factors=f64(3, 2, 2), h=1e-3),
+     f=Call(), X=Tensor(min_ndim=2, dtypes=EXACT), factors=Tensor(ndim=3), h=Real(0, None, lo_open=True))
 case("gradnoise.ortho.laplacian", lambda W: dict(f=lambda X: X.sum((-2, -1)), X=f64(2, 2), h=1e-3),
      f=Call(), X=Tensor(min_ndim=2), h=Real(0, None, lo_open=True))
 case("gradnoise.ortho.polar_bias_isotropic", lambda W: dict(G=well(2, 3), var=0.1),

@@ -392,3 +392,19 @@ def test_second_order_terms_tie_and_bias():
     assert abs(t1 + t2 + t3 + 4 * t4) > 1e-2 * scale
     with pytest.raises(ValueError, match="G must be a single matrix"):
         ortho.second_order_terms(G[None])
+
+
+def test_laplacian_along_isotropic_factors_is_the_scaled_laplacian():
+    """With F_j = sqrt(v) e_j the covariance-weighted Laplacian is v times the plain one; a quadratic f has an
+    exact second difference, so Delta_Sigma of |X|^2 is 2 tr Sigma."""
+    gen = gnseeds.generator("test:laplacian-along", device="cpu")
+    G = sampling.with_singular_values([2.0, 1.0], 2, 3, gen).to(torch.float64)
+    v, h = 0.3, 4e-3
+    iso = v**0.5 * torch.eye(6, dtype=torch.float64).reshape(6, 2, 3)
+    b1 = lambda X: ortho.polar_bias_isotropic(X, 1.0)     # noqa: E731
+    assert torch.allclose(ortho.laplacian_along(b1, G, iso, h), v * ortho.laplacian(b1, G, h), rtol=1e-8, atol=0)
+    F = torch.randn(4, 2, 3, generator=gen, dtype=torch.float64)
+    out = ortho.laplacian_along(lambda X: (X**2).sum(), G, F, 1e-2)
+    assert abs(out.item() - 2 * (F**2).sum().item()) < 1e-8
+    with pytest.raises(ValueError, match="factors must be"):
+        ortho.laplacian_along(b1, G, F[:, :1], h)

@@ -43,8 +43,6 @@ ALLOWED = {
     ('sgd-sde', 'steps', 'sgd_chains(th2, grad2, eta3, 1, gen)'): "one step per pass of the averaging loop (the loop's count is keep3)",
     ('sgd-sde', 'range', 'for _ in range(2))'): 'the two Brownian increments of one coarse step (the 2 dt chain steps with their sum)',
     ('jackknife', 'size of torch.randn', 'u = torch.randn(30_000'): 'draws for the histogram of the limit law in a figure',
-    ('jackknife', 'trials', 'trials=10_000, law="rademacher"'): 'TO REVIEW: the batches of E[kJ] (Rademacher), an assert_agrees/rejects',
-    ('jackknife', 'STEPS_TRIALS', 'STEPS_TRIALS = 300'): 'TO REVIEW: the outer trials of E||k J_bar_N - b||^2, an assert_agrees (N is computed)',
 }
 
 

@@ -508,3 +508,30 @@ def second_order_terms(G: torch.Tensor, h: float = 1e-4) -> tuple[float, float, 
     b1 = lambda X: polar_bias_isotropic(X, 1.0)                                    # noqa: E731
     d_b1 = (b1(G + h * e) - b1(G - h * e)) / (2 * h)                               # d_p b_1 = d_p Delta O / 2
     return 4 * (b1(G) ** 2).sum().item(), (H**2).sum().item(), 2 * (d_b1 * L1).sum().item()
+
+
+def laplacian_along(f, X: torch.Tensor, factors: torch.Tensor, h: float) -> torch.Tensor:
+    r"""The covariance-weighted Laplacian :math:`\Delta_\Sigma f(X) = \sum_j D^2 f(X)[F_j, F_j]` by central differences.
+
+    For :math:`\Sigma = \sum_j \mathrm{vec}F_j\,\mathrm{vec}F_j^\top` (``factors`` ``(K, m, n)``), this is the
+    operator of Gaussian heat flow with covariance :math:`\Sigma` (:math:`\E f(X + E) = f(X) +
+    \tfrac12\Delta_\Sigma f(X) + \dots`): second differences of step ``h`` along each unit direction
+    :math:`F_j/\|F_j\|_F`, weighted by :math:`\|F_j\|_F^2` (error :math:`O(h^2)`). With :math:`F_j = \sqrt v\,e_j`
+    it is ``v * laplacian(f, X, h)``. ``f`` maps an ``(m, n)`` matrix to a tensor; zero factors are skipped.
+    """
+    checks.function(f, "f")
+    checks.matrix(X, "X")
+    checks.exact_dtype(X, "X")
+    checks.matrix(factors, "factors", min_ndim=3)
+    if factors.ndim != 3 or factors.shape[-2:] != X.shape[-2:]:
+        raise ValueError(f"factors must be (K, {X.shape[-2]}, {X.shape[-1]}), got {tuple(factors.shape)}")
+    checks.same_kind(X, factors, "X", "factors")
+    h = checks.positive_real(h, "h")
+    centre, total = f(X), 0.0
+    if not isinstance(centre, torch.Tensor):
+        raise ValueError(f"f must return a tensor, got {type(centre).__name__}")
+    for F_j in factors:
+        n_j = torch.linalg.matrix_norm(F_j).item()
+        if n_j > 0:
+            total = total + n_j**2 * (f(X + h * F_j / n_j) + f(X - h * F_j / n_j) - 2 * centre) / h**2
+    return total if isinstance(total, torch.Tensor) else torch.zeros_like(centre)
