@@ -31,6 +31,7 @@ from typing import NamedTuple
 import torch
 
 from .. import checks
+from . import Checkpoint as _Checkpoint
 from ..device import DTYPE
 from ..seeds import generator as _generator
 
@@ -56,13 +57,8 @@ class Digits(NamedTuple):
     y_test: torch.Tensor
 
 
-class Checkpoint(NamedTuple):
-    """A point on the training trajectory: the GD ``step``, ``params`` (a dict), training ``loss``, accuracies."""
-    step: int
-    params: dict
-    loss: float
-    train_accuracy: float
-    test_accuracy: float
+Checkpoint = _Checkpoint
+"""The networks' shared training record (:class:`gradnoise.networks.Checkpoint`)."""
 
 
 def digits(test_fraction: float = TEST_FRACTION, device=None) -> Digits:

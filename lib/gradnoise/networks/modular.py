@@ -40,6 +40,7 @@ import torch
 from torch.func import grad, vmap
 
 from .. import checks
+from . import Checkpoint as _Checkpoint
 from ..device import DTYPE
 from ..device import device as _device
 from ..seeds import generator as _generator
@@ -81,13 +82,8 @@ class Modular(NamedTuple):
     y_test: torch.Tensor
 
 
-class Checkpoint(NamedTuple):
-    """A point of :func:`train`: the ``step``, ``params`` (a dict), training ``loss``, accuracies."""
-    step: int
-    params: dict
-    loss: float
-    train_accuracy: float
-    test_accuracy: float
+Checkpoint = _Checkpoint
+"""The networks' shared training record (:class:`gradnoise.networks.Checkpoint`)."""
 
 
 def data(p: int = P, train_fraction: float = TRAIN_FRACTION, device=None) -> Modular:
