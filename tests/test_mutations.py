@@ -18,6 +18,7 @@ import textwrap
 import pytest
 
 from gradnoise.site import mutation
+from toy_chapter import FRONT_MATTER
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHAPTERS = mutation.chapters(ROOT)
@@ -73,17 +74,7 @@ def test_every_survivor_is_explained_in_its_chapter(name):
 
 # --- the runner, on a toy book ---------------------------------------------------------------------
 
-TOY = textwrap.dedent('''\
-    ---
-    jupytext:
-      text_representation:
-        extension: .md
-        format_name: myst
-    kernelspec:
-      display_name: Python 3
-      language: python
-      name: python3
-    ---
+TOY = FRONT_MATTER + textwrap.dedent('''\
     # Toy
 
     ```{code-cell} ipython3

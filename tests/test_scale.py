@@ -21,6 +21,7 @@ import textwrap
 import pytest
 
 from gradnoise.site import mutation, scale
+from toy_chapter import FRONT_MATTER
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHAPTERS = mutation.chapters(ROOT)
@@ -71,17 +72,7 @@ def test_allow_list_is_not_stale():
 
 # --- the scanner on made-up chapters ---------------------------------------------------------------------
 
-HEADER = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
+HEADER = FRONT_MATTER + """
 # A toy chapter
 
 Some prose.
