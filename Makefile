@@ -14,7 +14,7 @@ export GRADNOISE_EVIDENCE := $(CURDIR)/_build/evidence
 DEVICE_CHECK = $(BIN)/python -c "import sys, gradnoise.device as d; sys.exit(d.main())"
 PYTEST = $(BIN)/python -m pytest --nbval-lax --nbval-current-env
 
-.PHONY: book test test-seeds test-scale student mutate pdf lock clean
+.PHONY: book test test-seeds test-scale student mutate pdf pack lock clean
 
 # A venv whose creation was interrupted (no working pip inside) is made again, not reused.
 $(STAMP): requirements.lock pyproject.toml
@@ -35,6 +35,7 @@ book: inputs
 
 test: inputs
 	GRADNOISE_CACHE=$(CURDIR)/_build/.jupyter_cache $(PYTEST) --durations=15 tests --ignore=tests/test_site.py --ignore=tests/test_pdf.py
+	$(BIN)/python -m gradnoise.site.pack
 	$(BIN)/jupyter-book build . -n -W --keep-going
 	GRADNOISE_EDITION=student $(BIN)/jupyter-book build . -n -W --keep-going --path-output _build/student
 	$(BIN)/python -m pytest tests/test_site.py
@@ -43,6 +44,12 @@ test: inputs
 # downloadable notebooks; built into _build/student/html.
 student: inputs
 	GRADNOISE_EDITION=student $(BIN)/jupyter-book build . -n -W --keep-going --path-output _build/student
+
+# The course pack (see chapters/instructors.md): every chapter as a notebook in the student and the full
+# edition, the gradnoise wheel, pinned requirements and a README, in _build/pack/gradnoise-course/ and
+# its zip (which the instructors page offers for download). `make test` builds it before the website.
+pack: inputs
+	$(BIN)/python -m gradnoise.site.pack
 
 # The book as a PDF, both editions (Jupyter Book's LaTeX builder, XeLaTeX), from the chapters that make test
 # executed (a chapter the cache lacks is executed first); then both sites again, which now link their PDFs

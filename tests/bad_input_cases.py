@@ -964,9 +964,9 @@ def _nb(source):
     return nb
 
 
-case("gradnoise.site.edition.strip_notebook", lambda W: dict(nb=_nb("a\n```{solution-start} ex\n```\nx\n```{solution-end}\n```\n")),
+case("gradnoise.site.edition.strip_notebook", lambda W: dict(nb=_nb("a\n```{solution-start} ex\n```\nx\n```{solution-end}\n```\n"), stub=True),
      nb=Kind(names=("solution-start", "solution-end"),
-             extra={"5": 5, '"text"': "text", "unclosed solution": lambda v, kw, W: _nb(_UNCLOSED)}))
+             extra={"5": 5, '"text"': "text", "unclosed solution": lambda v, kw, W: _nb(_UNCLOSED)}), stub=Flag())
 case("gradnoise.site.edition.remove_solution_nodes", lambda W: dict(app=FakeApp(W.tmp), doctree=None),
      app=Free(SPHINX), doctree=Free(SPHINX))
 case("gradnoise.site.edition.strip_downloads", lambda W: dict(app=FakeApp(W.tmp), exception=None),
@@ -1232,6 +1232,72 @@ for _v in ("teacher", "STUDENT"):
     ENV_CASES += [("GRADNOISE_EDITION", _v, "gradnoise.site.edition.edition", {})]
 
 
+
+# --- the course: self-checks, the pack, the grader --------------------------------------------------------
+
+ANSWER = "any value is an answer: a wrong one is the exercise's verdict (WrongAnswer), not bad input"
+_SYMBOLS = Kind(optional=True, extra={"5": 5, "{}": {}, '{"k": [3, 1]}': {"k": [3, 1]}, '{"k": ["a", 2]}': {"k": ["a", 2]},
+                                      '{"a/b": null}': {"a/b": None}, '{"k": [1, nan]}': {"k": [1, float("nan")]}})
+_NEW_DIR = lambda: Kind(optional=True, extra={"5": 5, "a file": lambda v, kw, W: str(W.tmp / "a-file.txt")})  # noqa: E731
+case("gradnoise.course.check", lambda W: dict(exercise="ex-real-transformer-bias-noise", answer="b/sqrt(N*sigma_L2)", root=None),
+     exercise=Name(extra={'"ex-no-such"': "ex-no-such"}), answer=Free(ANSWER),
+     root=Kind(optional=True, extra={"5": 5, "missing": lambda v, kw, W: str(W.tmp / "no-such-answers")}))
+case("gradnoise.course.fingerprint",
+     lambda W: dict(exercise="ex-a", kind="formula", answer="b/k", symbols={"b": None, "k": [2, 50]}, digits=10),
+     exercise=Name(), kind=Choice("formula", "number", "choice"), answer=Free(ANSWER), symbols=_SYMBOLS,
+     digits=Count(maximum=15, huge=False))
+case("gradnoise.course.load", lambda W: dict(exercise="ex-real-transformer-bias-noise", root=None),
+     exercise=Name(extra={'"ex-no-such"': "ex-no-such"}),
+     root=Kind(optional=True, extra={"5": 5, "missing": lambda v, kw, W: str(W.tmp / "no-such-answers")}))
+case("gradnoise.course.register",
+     lambda W: dict(exercise="ex-a", kind="formula", answer="b/k", symbols={"b": None, "k": [2, 50]}, powers=["k"],
+                    digits=None, rtol=0.0, choices=(), expects="a formula", root=W.tmp / "answers"),
+     exercise=Name(), kind=Choice("formula", "number", "choice"), answer=Free(ANSWER), symbols=_SYMBOLS,
+     powers=Kind(extra={"5": 5, '["x"] (not a symbol)': ["x"], '["a/b"]': ["a/b"]}), digits=Count(maximum=15, huge=False, optional=True),
+     rtol=Real(0, 1), choices=Free("labels shown in a message"), expects=Free(NAME_ONLY), root=_NEW_DIR())
+case("gradnoise.course.main", lambda W: dict(argv=["register", "ex-a", "number", "0.5", "--root", str(W.tmp / "answers")]),
+     _cli=True, argv=Kind(optional=True, extra={"5": 5, '["register"]': ["register"], '["bogus"]': ["bogus"],
+                                                 '[... number "x"]': ["register", "ex-a", "number", "x"],
+                                                 '[... --digits 0]': ["register", "ex-a", "number", "1", "--digits", "0"]}))
+_STUB_TEXT = "a\n### BEGIN SOLUTION\nanswer = 1\n### END SOLUTION\nb\n"
+case("gradnoise.site.edition.stub_answers", lambda W: dict(text=_STUB_TEXT),
+     text=Text(empty_bad=False, extra={"unclosed answer": "### BEGIN SOLUTION\nanswer = 1\n"}, names=("BEGIN SOLUTION",)))
+
+
+def _toy_pack(W):
+    """A course pack of one notebook without exercises, and a class of one student who handed nothing in."""
+    import nbformat
+    pack = W.tmp / "pack"
+    (pack / "full").mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, pack / "full" / "one.ipynb")
+    (W.tmp / "subs" / "alice").mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, W.tmp / "subs" / "alice" / "one.ipynb")
+    return pack, W.tmp / "subs"
+
+
+def _grade_args(W):
+    pack, subs = _toy_pack(W)
+    return dict(submissions=subs, pack=pack, out=W.tmp / "grades", timeout=60)
+
+
+case("gradnoise.grade.grade", _grade_args, _limit=90,
+     submissions=Path(extra={"a folder with no students": lambda v, kw, W: str(W.victim)}),
+     pack=Path(extra={"not a pack": lambda v, kw, W: str(W.tmp)}), out=_NEW_DIR(), timeout=Count(maximum=86400))
+case("gradnoise.grade.main", lambda W: dict(argv=[str(_grade_args(W)["submissions"]), "--pack", str(W.tmp / "pack"),
+                                              "--out", str(W.tmp / "grades")]), _cli=True, _limit=90,
+     argv=Kind(optional=True, extra={"5": 5, '["--timeout", "x"]': ["--timeout", "x"],
+                                     "[missing folder]": lambda v, kw, W: [str(W.tmp / "no-such-subs")]}))
+case("gradnoise.site.pack.build", lambda W: dict(root=W.root, out=W.tmp / "pack-out", chapters=["one"]), _limit=90,
+     root=Path(), out=_NEW_DIR(), chapters=Kind(optional=True, extra={"5": 5, '"one" (a string)': "one", '["nosuch"]': ["nosuch"],
+                                                                      "[5]": [5]}))
+case("gradnoise.site.pack.main", lambda W: dict(argv=["--root", str(W.root), "--out", str(W.tmp / "pack-out"), "one"]),
+     _cli=True, _limit=90, argv=Kind(optional=True, extra={"5": 5, '["nosuch"]': lambda v, kw, W: ["--root", str(W.root), "nosuch"],
+                                                           "[--root missing]": lambda v, kw, W: ["--root", str(W.tmp / "no-such-root")]}))
+
+
 # --- the workspace and the worker ------------------------------------------------------------------------
 
 class Workspace:
@@ -1464,3 +1530,4 @@ if __name__ == "__main__":
         zygote()
     else:
         raise SystemExit("usage: bad_input_cases.py --zygote (the bad-input test starts it)")
+

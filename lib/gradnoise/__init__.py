@@ -12,7 +12,8 @@ Modules, named after the book's ideas:
 - :mod:`~gradnoise.minibatch` — minibatch moments of a finite data set, exactly and by sampling;
   :mod:`~gradnoise.diffusion` — SGD and SDE chains, Lyapunov solutions;
 - :mod:`~gradnoise.nqm` — the noisy quadratic model's exact moment recursions;
-- :mod:`~gradnoise.pergrad` — a real network (digits MLP) and its per-example gradients.
+- :mod:`~gradnoise.pergrad` — a real network (digits MLP) and its per-example gradients;
+- :mod:`~gradnoise.course` — the exercises' self-checks (a student's answer against a fingerprint).
 
 The book's plumbing (Sphinx extension, ledger, build cache) lives apart, in :mod:`gradnoise.site`.
 
@@ -23,7 +24,7 @@ from . import device, estimators, evidence, ortho, sampling, seeds, stats
 from .device import DTYPE, describe, trials
 from .seeds import generator
 
-__all__ = ["device", "estimators", "evidence", "ortho", "sampling", "seeds", "stats", "DTYPE", "chapter",
+__all__ = ["course", "device", "estimators", "evidence", "ortho", "sampling", "seeds", "stats", "DTYPE", "chapter",
            "describe", "generator", "trials"]
 __version__ = "0.2.0"
 
@@ -35,3 +36,12 @@ def chapter(name: str, claim: str | None = None):
     """
     evidence.begin(name, claim)
     return generator(f"chapter:{name}")
+
+
+def __getattr__(name: str):
+    """``gradnoise.course`` on first use (so that ``python -m gradnoise.course`` runs it only once)."""
+    if name == "course":
+        import importlib
+
+        return importlib.import_module(".course", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -323,6 +323,46 @@ def _copy_pdfs(app, exception):
             shutil.copy2(path, pathlib.Path(app.outdir) / pdf_name(edition))
 
 
+PACK_ZIP = ("_build/pack", "gradnoise-course.zip")
+
+
+class CoursePack(SphinxDirective):
+    """A link to the course pack's zip where ``make pack`` (or ``make test``) has built it; a sentence saying
+    how, if not. The full edition only: the pack holds the full notebooks too."""
+
+    has_content = False
+
+    def run(self):
+        path = pathlib.Path(self.env.srcdir) / PACK_ZIP[0] / PACK_ZIP[1]
+        self.env.note_dependency(str(path))
+        para = nodes.paragraph()
+        if _edition.edition() == "student":
+            para += nodes.Text("The course pack (student and full notebooks, the package, the grader) is "
+                               "offered on this page in the full edition of the book.")
+            return [para]
+        if not path.exists():
+            para += nodes.Text("The course pack is built by ")
+            para += nodes.literal(text="make pack")
+            para += nodes.Text("; this copy of the site was built without it.")
+            return [para]
+        if self.env.app.builder.format != "html":
+            return []
+        uri = "../" * self.env.docname.count("/") + PACK_ZIP[1]
+        para += nodes.Text("Download the course pack: ")
+        para += nodes.reference("", "", nodes.literal(text=PACK_ZIP[1]), refuri=uri, classes=["course-pack"])
+        para += nodes.Text(f" ({path.stat().st_size / 2**20:.1f} MiB).")
+        return [para]
+
+
+def _copy_pack(app, exception):
+    """Put the course pack's zip beside the website's pages (see :class:`CoursePack`)."""
+    if exception is not None or app.builder.format != "html" or _edition.edition() == "student":
+        return
+    path = pathlib.Path(app.srcdir) / PACK_ZIP[0] / PACK_ZIP[1]
+    if path.exists():
+        shutil.copy2(path, pathlib.Path(app.outdir) / PACK_ZIP[1])
+
+
 class BuildInfo(SphinxDirective):
     """A definition list of tool versions and the device the chapters were executed on."""
 
@@ -598,6 +638,8 @@ def setup(app):
     app.add_directive("build-info", BuildInfo)
     app.add_directive("pdf-downloads", PdfDownloads)
     app.connect("build-finished", _copy_pdfs)
+    app.add_directive("course-pack", CoursePack)
+    app.connect("build-finished", _copy_pack)
     app.connect("html-page-context", _dedupe_scripts)
     app.connect("html-page-context", _offer_notebook_download, priority=450)
     # Chapter titles with mathematics appear in the navigation of every page, so every page needs

@@ -16,6 +16,10 @@ ENV_VAR = "GRADNOISE_EDITION"
 EDITIONS = ("full", "student")
 
 _START = re.compile(r"^(`{3,}|:{3,})\{solution-start\}")
+# An exercise's answer cell holds its solution between nbgrader's markers; the student edition (and the
+# course pack, through nbgrader's own ClearSolutions) replaces that region by STUB.
+BEGIN_ANSWER, END_ANSWER = "### BEGIN SOLUTION", "### END SOLUTION"
+STUB = "answer = ...  # your answer"
 _END = re.compile(r"^(`{3,}|:{3,})\{solution-end\}")
 
 
@@ -52,17 +56,46 @@ def strip_solutions(text: str) -> str:
             raise ValueError(f"the {{solution-end}} on line {j + 1} has no closing {fence} fence "
                              "(the rest of the page would be dropped)")
         i = k + 1
+    return stub_answers("".join(out))
+
+
+def stub_answers(text: str) -> str:
+    """``text`` with every region from a ``### BEGIN SOLUTION`` line through its ``### END SOLUTION`` line
+    replaced by :data:`STUB` (kept at the region's indentation). An unclosed region is an error."""
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str, got {type(text).__name__}")
+    out, inside = [], None
+    for n, line in enumerate(text.splitlines(keepends=True), 1):
+        if inside is None and line.strip() == BEGIN_ANSWER:
+            inside = n
+            out.append(line[: len(line) - len(line.lstrip())] + STUB + "\n")
+        elif inside is not None:
+            if line.strip() == END_ANSWER:
+                inside = None
+        else:
+            out.append(line)
+    if inside is not None:
+        raise ValueError(f"the {BEGIN_ANSWER} on line {inside} has no {END_ANSWER}")
     return "".join(out)
 
 
-def strip_notebook(nb):
-    """An nbformat notebook with its gated solutions removed (cells, and parts of Markdown cells)."""
+def strip_notebook(nb, stub: bool = True):
+    """An nbformat notebook with its gated solutions removed (cells, and parts of Markdown cells), and,
+    with ``stub`` (the student edition), each answer cell's solution replaced by :data:`STUB`."""
     if not hasattr(nb, "cells") or not isinstance(nb.cells, list):
         raise ValueError(f"nb must be an nbformat notebook, got {type(nb).__name__}")
+    from .. import checks
+
+    stub = checks.flag(stub, "stub")
     cells, inside = [], False
     for cell in nb.cells:
         if cell.cell_type != "markdown":
             if not inside:
+                if cell.cell_type == "code":
+                    source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+                    if stub and BEGIN_ANSWER in source:
+                        cell.source = stub_answers(source)
+                        cell.outputs = []
                 cells.append(cell)
             continue
         text = cell.source if isinstance(cell.source, str) else "".join(cell.source)
@@ -99,6 +132,12 @@ def remove_solution_nodes(app, doctree) -> None:
     kinds = (ex.solution_node, ex.solution_start_node, ex.solution_end_node)
     for node in list(doctree.findall(lambda n: isinstance(n, kinds))):
         node.parent.remove(node)
+    from docutils import nodes
+
+    for node in list(doctree.findall(nodes.literal_block)):      # the answer cells' code
+        if BEGIN_ANSWER in node.astext():
+            node.replace_self(nodes.literal_block(STUB, STUB, **{k: v for k, v in node.attributes.items()
+                                                                 if k in ("language", "classes")}))
 
 
 def strip_downloads(app, exception) -> None:
