@@ -252,9 +252,19 @@ def _project() -> Path:
 
 
 def _wheel(root: Path, out: Path) -> Path:
+    """The wheel of the project at ``root``, built from a copy of its sources (setuptools writes a ``build``
+    folder into the tree it builds: not into the clone, and never two builds into one folder)."""
     out.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                           "--wheel-dir", str(out), str(root)], capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        for name in ("pyproject.toml", "README.md", "LICENSE"):
+            if (root / name).exists():
+                shutil.copy2(root / name, src / name)
+        shutil.copytree(root / "lib" / "gradnoise", src / "lib" / "gradnoise",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                               "--wheel-dir", str(out), str(src)], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"building the gradnoise wheel failed:\n{done.stderr[-2000:]}")
     wheels = sorted(out.glob("gradnoise-*.whl"))
