@@ -67,10 +67,10 @@ def stub_answers(text: str) -> str:
     out, inside = [], None
     for n, line in enumerate(text.splitlines(keepends=True), 1):
         if inside is None and line.strip() == BEGIN_ANSWER:
-            inside = n
-            out.append(line[: len(line) - len(line.lstrip())] + STUB + "\n")
+            inside, indent = n, line[: len(line) - len(line.lstrip())]
         elif inside is not None:
-            if line.strip() == END_ANSWER:
+            if line.strip() == END_ANSWER:         # the stub ends as the region's last line did
+                out.append(indent + STUB + line[len(line.rstrip("\r\n")):])
                 inside = None
         else:
             out.append(line)
