@@ -196,3 +196,16 @@ def test_grading_a_class(built, tmp_path):
     assert float(table["all-right"]["total"]) == n and float(table["blank"]["total"]) == 0
     page = (tmp_path / "grades" / "grades.html").read_text()
     assert "all-right" in page and "timed out" in page and "1/2 times yours" in page
+
+
+def test_the_set_up_cell_is_one_line_in_jupyter(capsys):
+    """Where gradnoise is missing, IPython (Jupyter's kernel) shows the set-up cell's message alone."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    result = shell.run_cell(pack.GUARD.replace('find_spec("gradnoise")', 'find_spec("gradnoise_is_not_here")'))
+    assert not result.success
+    out = capsys.readouterr()
+    lines = [line for line in (out.out + out.err).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("GradnoiseMissing: gradnoise is not installed"), lines
+    assert "pip install -r requirements.txt" in lines[0]
