@@ -181,3 +181,10 @@ def test_unknown_chapter_is_one_line(tmp_path, capsys):
     root = _toy(tmp_path, '- {id: five, kind: prediction, old: "x = 2 + 2", new: "x = 2 + 3", why: "one more than the truth"}\n')
     assert mutation.main(["--root", str(root), "nochapter"]) == 2
     assert "no chapter nochapter" in capsys.readouterr().err
+
+
+def test_a_refused_exercise_answer_is_caught():
+    """An exercise's self-check refusing a mutated answer (gradnoise.course.WrongAnswer) is a caught mutant."""
+    failed = {"status": "failed", "cell": 3, "ename": "WrongAnswer", "message": "wrong sign", "seconds": 1.0}
+    assert mutation.outcome(failed) == "caught"
+    assert mutation.outcome(failed | {"ename": "NameError"}) == "error"

@@ -19,7 +19,8 @@ evidence folder — nothing in the working tree changes but the result files —
 ``mutations/results/NAME.json``: the outcome of each mutant and a SHA-256 of the chapter and of its list.
 A mutant is
 
-- **caught** when a cell raised ``AssertionError`` (one of the chapter's checks failed);
+- **caught** when a cell raised ``AssertionError`` (one of the chapter's checks failed) or
+  ``WrongAnswer`` (an exercise's self-check, :mod:`gradnoise.course`, refused the mutated answer);
 - **survived** when every cell passed (the chapter must name it and say why, see ``tests/test_mutations.py``);
 - **error** when a cell raised anything else (the mutation broke the code instead of the claim: rewrite it);
 - **timeout** when it ran past the limit.
@@ -53,6 +54,7 @@ MUTATIONS = "mutations"
 RESULTS = "mutations/results"
 KINDS = ("prediction", "coefficient", "design", "derivation")
 OUTCOMES = ("caught", "survived", "error", "timeout")
+CAUGHT = ("AssertionError", "WrongAnswer")     # a check failed: the chapter's, or an exercise's self-check
 MIN_MUTATIONS = 6
 # Names that hold an assertion's threshold: a mutation whose changed text touches one of these changes how
 # strictly a check is held, not what it predicts.
@@ -254,7 +256,7 @@ def outcome(result: dict) -> str:
         return "survived"
     if result["status"] == "timeout":
         return "timeout"
-    return "caught" if result["ename"] == "AssertionError" else "error"
+    return "caught" if result["ename"] in CAUGHT else "error"
 
 
 # --- a chapter ----------------------------------------------------------------------------------------
