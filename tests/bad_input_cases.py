@@ -885,6 +885,9 @@ case("gradnoise.sampling.block_means",
      G=Tensor(min_ndim=2), var=Real(0, None, lo_open=True), generator=Gen(), trials=Count(), blocks=Count(),
      tokens=Count(huge=False, extra={"10**12 rademacher": Replace(tokens=HUGE, law="rademacher")}),
      law=Choice("gaussian", "rademacher"))
+case("gradnoise.sampling.in_chunks",
+     lambda W: dict(draw=lambda n: __import__("torch").zeros(n, 2), trials=5, chunk=2),
+     draw=Call(), trials=Count(), chunk=Count(huge=False, optional=True))
 case("gradnoise.sampling.ar1_steps", lambda W: dict(innovations=f64(5, 2, 3), rho=0.5, dim=-3),
      innovations=Tensor(min_ndim=1, extra={"200k steps (a 320 GB kernel)": lambda v, kw, W: f64(200_000, 1, 1)}),
      rho=Real(-1, 1, lo_open=True, hi_open=True),

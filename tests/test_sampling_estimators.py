@@ -42,6 +42,26 @@ def test_block_means_have_the_right_mean_and_variance(gen, law):
     stats.assert_rejects(v, v_se, 6 * 0.5 / 2)
 
 
+def test_in_chunks_joins_chunks_and_matches_one_call(gen):
+    G = torch.zeros(2, 3, dtype=f64)
+    draw = lambda n: sampling.block_means(G, 0.5, gen, n, 2, 4)
+    gen.manual_seed(7)
+    whole = draw(10)
+    gen.manual_seed(7)
+    assert torch.equal(sampling.in_chunks(draw, 10), whole)             # trials <= chunk: one call
+    gen.manual_seed(7)
+    assert torch.equal(sampling.in_chunks(draw, 10, chunk=10), whole)
+    gen.manual_seed(7)
+    parts = [draw(4), draw(4), draw(2)]
+    gen.manual_seed(7)
+    chunked = sampling.in_chunks(lambda n: {"x": draw(n), "s": torch.full((n,), float(n), dtype=f64)}, 10, chunk=4)
+    assert torch.equal(chunked["x"], torch.cat(parts)) and chunked["s"].tolist() == [4.0] * 8 + [2.0] * 2
+    with pytest.raises(ValueError, match="leading dimension"):
+        sampling.in_chunks(lambda n: torch.zeros(n + 1), 5, chunk=2)
+    with pytest.raises(ValueError, match="same keys"):
+        sampling.in_chunks(lambda n: {"a": torch.zeros(n)} if n == 2 else {"b": torch.zeros(n)}, 5, chunk=2)
+
+
 def test_token_gradients_and_bad_law(gen):
     G = torch.ones(2, 2, dtype=f64)
     assert sampling.token_gradients(G, 1.0, gen, 3, 5).shape == (3, 5, 2, 2)

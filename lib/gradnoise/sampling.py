@@ -110,6 +110,47 @@ def block_means(G: torch.Tensor, var: float, generator: torch.Generator, trials:
     return G + noise.mean(dim=2)
 
 
+CHUNK_TRIALS = 1 << 17
+"""Trials :func:`in_chunks` draws at a time by default (131 072). Every default size of the book is below
+it, so at ``GRADNOISE_SCALE=1`` a chunked draw is the same single call, with the same numbers."""
+
+
+def in_chunks(draw, trials: int, chunk: int | None = None):
+    r"""``draw(n)`` for ``trials`` trials in all, at most ``chunk`` at a time, joined along dim 0.
+
+    ``draw(n)`` returns a tensor, or a dict of tensors, whose leading dimension is ``n`` (one entry per
+    trial). Only one chunk's intermediates (the micro-batch means, the leave-one-out factors ...) exist at a
+    time, and the results are written into tensors allocated once for all trials, so a run made 100 times
+    larger through ``GRADNOISE_SCALE`` holds what ``draw`` returns and one chunk, not 100 times the
+    workspace. With ``trials <= chunk`` it is exactly ``draw(trials)``; in general the draws depend on the
+    generator state and on ``chunk``.
+    """
+    checks.function(draw, "draw")
+    trials = checks.positive_int(trials, "trials")
+    chunk = CHUNK_TRIALS if chunk is None else checks.positive_int(chunk, "chunk")
+    if trials <= chunk:
+        return draw(trials)
+    out, done = None, 0
+    while done < trials:
+        n = min(chunk, trials - done)
+        part = draw(n)
+        parts = part if isinstance(part, dict) else {None: part}
+        for key, x in parts.items():
+            if not isinstance(x, torch.Tensor) or x.ndim == 0 or x.shape[0] != n:
+                raise ValueError(f"draw({n}) must return tensors whose leading dimension is {n}, "
+                                 f"got {type(x).__name__} {tuple(getattr(x, 'shape', ()))} for {key!r}")
+        if out is None:
+            for x in parts.values():
+                checks.allocation((trials, *x.shape[1:]), x.dtype, "trials x one result (in_chunks)")
+            out = {key: torch.empty((trials, *x.shape[1:]), dtype=x.dtype, device=x.device) for key, x in parts.items()}
+        elif parts.keys() != out.keys() or any(x.shape[1:] != out[key].shape[1:] for key, x in parts.items()):
+            raise ValueError("draw must return the same keys and trailing shapes for every chunk")
+        for key, x in parts.items():
+            out[key][done:done + n] = x
+        done += n
+    return out if isinstance(part, dict) else out[None]
+
+
 def ar1_steps(innovations: torch.Tensor, rho: float, dim: int = -3) -> torch.Tensor:
     r"""Stationary AR(1) sequence along ``dim`` from i.i.d. innovations of the same variance.
 
