@@ -1049,6 +1049,8 @@ case("gradnoise.checks.choice", lambda W: dict(x="a", name="thing", options=("a"
      options=Kind(names=("thing",), extra={"5 (not a sequence)": 5, "() (nothing passes)": ()}))
 case("gradnoise.checks.flag", lambda W: dict(x=True, name="thing"),
      x=Kind(names=("thing",), extra={'"no"': "no", "1": 1}), name=Free(NAME_ONLY))
+case("gradnoise.checks.argv", lambda W: dict(args=["--x", "1"], name="argv"),
+     args=Kind(names=("argv",), optional=True, extra={'"--x" (a string)': "--x", "[1] (not strings)": [1], "5": 5}), name=Free(NAME_ONLY))
 case("gradnoise.checks.function", lambda W: dict(f=len, name="thing"), f=Call(names=("thing",)), name=Free(NAME_ONLY))
 case("gradnoise.checks.steps", lambda W: dict(n=10, name="thing", minimum=0),
      n=Count(minimum=0, names=("thing",)), name=Free(NAME_ONLY),

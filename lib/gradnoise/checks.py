@@ -346,6 +346,15 @@ def flag(x, name: str) -> bool:
     return x
 
 
+def argv(args, name: str = "argv"):
+    """A command line: ``None`` (take ``sys.argv``) or a list or tuple of strings; returned unchanged."""
+    _p_name(name)
+    if args is not None and (isinstance(args, (str, bytes)) or not isinstance(args, (list, tuple))
+                             or not all(isinstance(a, str) for a in args)):
+        raise ValueError(f"{name} must be a list of strings, got {_short(args)}")
+    return args
+
+
 def function(f, name: str):
     """A callable."""
     _p_name(name)

@@ -310,9 +310,7 @@ def main(argv=None) -> int:
     r.add_argument("--choice", action="append", default=[])
     r.add_argument("--expects", default="")
     r.add_argument("--root", type=Path)
-    if argv is not None and (isinstance(argv, (str, bytes)) or not isinstance(argv, (list, tuple))
-                             or not all(isinstance(a, str) for a in argv)):
-        raise ValueError(f"argv must be a list of strings, got {checks._short(argv)}")
+    checks.argv(argv)
     args = p.parse_args(argv)
     try:
         return _register_cli(args)

@@ -267,9 +267,7 @@ def main(argv=None) -> int:
     p.add_argument("--pack", type=Path, default=Path("."), help="the course pack's folder (default: here)")
     p.add_argument("--out", type=Path, default=Path("grades"))
     p.add_argument("--timeout", type=int, default=600, help="seconds per notebook cell (default 600)")
-    if argv is not None and (isinstance(argv, (str, bytes)) or not isinstance(argv, (list, tuple))
-                             or not all(isinstance(a, str) for a in argv)):
-        raise ValueError(f"argv must be a list of strings, got {checks._short(argv)}")
+    checks.argv(argv)
     args = p.parse_args(argv)
     try:
         rows = grade(args.submissions, args.pack, args.out, args.timeout)

@@ -335,9 +335,7 @@ def main(argv=None) -> int:
     p.add_argument("--root", default=".", type=Path)
     p.add_argument("--out", type=Path)
     p.add_argument("chapters", nargs="*")
-    if argv is not None and (isinstance(argv, (str, bytes)) or not isinstance(argv, (list, tuple))
-                             or not all(isinstance(a, str) for a in argv)):
-        raise ValueError(f"argv must be a list of strings, got {checks._short(argv)}")
+    checks.argv(argv)
     args = p.parse_args(argv)
     try:
         archive = build(args.root, args.out, args.chapters or None)
